@@ -1,0 +1,43 @@
+"""The ``moco-bench`` command line.
+
+Each subcommand lives beside the code it drives, in a module with ``register(subparsers)`` that adds its
+parser and sets ``func(args) -> int``. A :class:`MocoBenchError` is printed as one line (it already names
+the file and what was expected) and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+from moco_bench import __version__
+from moco_bench.errors import MocoBenchError
+
+COMMAND_MODULES = (
+    "moco_bench.data.cli",
+    "moco_bench.evaluators.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moco-bench", description="Pretrain MoCo, convert SSL checkpoints, run the standard transfer protocols.")
+    parser.add_argument("--version", action="version", version=f"moco-bench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except MocoBenchError as e:
+        print(f"moco-bench: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,1 @@
+"""Datasets: the real formats' readers (ImageFolder, VOCdevkit, COCO, Places205, iNat) and the embedded data."""

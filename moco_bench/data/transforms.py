@@ -1,0 +1,69 @@
+"""Image transforms of the protocols: MoCo v1/v2 pretraining augmentations and the evaluation transforms.
+
+Every number (crop size, scales, jitter strengths, probabilities, mean/std) is an argument; the configs
+under pretrain/ and evaluate/ hold the protocol values with their sources.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from torchvision import transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _normalize(mean: Sequence[float], std: Sequence[float]) -> list:
+    return [T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))]
+
+
+def eval_transform(resize: int, crop: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, square_resize: bool = False):
+    """Resize then center-crop (the linear/kNN val transform); ``square_resize`` resizes to ``(resize, resize)``
+    first, as the VOC07 SVM anchors do before their 224x224 resize."""
+    first = T.Resize((resize, resize) if square_resize else resize)
+    return T.Compose([first, T.CenterCrop(crop), *_normalize(mean, std)])
+
+
+def train_linear_transform(crop: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=(0.08, 1.0)):
+    """RandomResizedCrop + flip: main_lincls' training transform."""
+    return T.Compose([T.RandomResizedCrop(crop, scale=tuple(scale)), T.RandomHorizontalFlip(),
+                      *_normalize(mean, std)])
+
+
+def moco_v1_augment(crop: int, scale=(0.2, 1.0), grayscale_p=0.2, jitter=(0.4, 0.4, 0.4, 0.4),
+                    mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """MoCo v1's augmentation (moco: main_moco.py, not --aug-plus)."""
+    return T.Compose([
+        T.RandomResizedCrop(crop, scale=tuple(scale)),
+        T.RandomGrayscale(p=grayscale_p),
+        T.ColorJitter(*jitter),
+        T.RandomHorizontalFlip(),
+        *_normalize(mean, std),
+    ])
+
+
+def moco_v2_augment(crop: int, scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, grayscale_p=0.2,
+                    blur_sigma=(0.1, 2.0), blur_p=0.5, blur_kernel_frac=0.1, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """MoCo v2's aug+ (moco: main_moco.py --aug-plus). The reference blurs with PIL's GaussianBlur(radius=sigma);
+    torchvision's GaussianBlur needs a kernel size, taken as an odd ~``blur_kernel_frac`` of the crop (SimCLR's
+    choice), which covers +-3 sigma at the largest sigma for 224 crops."""
+    kernel = max(3, int(blur_kernel_frac * crop) // 2 * 2 + 1)
+    return T.Compose([
+        T.RandomResizedCrop(crop, scale=tuple(scale)),
+        T.RandomApply([T.ColorJitter(*jitter)], p=jitter_p),
+        T.RandomGrayscale(p=grayscale_p),
+        T.RandomApply([T.GaussianBlur(kernel, sigma=tuple(blur_sigma))], p=blur_p),
+        T.RandomHorizontalFlip(),
+        *_normalize(mean, std),
+    ])
+
+
+class TwoCropsTransform:
+    """Two independent augmentations of one image: the query and the key."""
+
+    def __init__(self, base: Callable):
+        self.base = base
+
+    def __call__(self, x):
+        return [self.base(x), self.base(x)]

@@ -1,0 +1,59 @@
+"""What produced a number: library versions, git revision, device."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import platform
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict
+
+import moco_bench
+
+_PACKAGES = ("torch", "torchvision", "numpy", "faiss-cpu", "faiss-gpu", "cyanure", "scikit-learn", "detectron2",
+             "pb1-detectron2", "pycocotools", "omegaconf", "pandas")
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return md.version(pkg)
+    except md.PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def git_revision() -> str | None:
+    """The project's git revision, with ``-dirty`` when the work tree has changes."""
+    root = Path(moco_bench.__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: str = "cpu", world_size: int = 1) -> Dict[str, Any]:
+    versions = {p: v for p in _PACKAGES if (v := _version(p)) is not None}
+    return {
+        "moco_bench": moco_bench.__version__,
+        "git_revision": git_revision(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "device": device,
+        "world_size": world_size,
+    }
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

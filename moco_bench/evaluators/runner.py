@@ -1,0 +1,100 @@
+"""Run one evaluation: checkpoint + protocol config -> a result record in the store.
+
+The runner owns everything around the measurement (loading and converting the checkpoint, the output
+folder, the resolved config beside the output, the environment and timings, the failure record); the
+evaluator only measures.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+from typing import Iterable, Optional
+
+from omegaconf import DictConfig
+
+from moco_bench import paths
+from moco_bench.config import load_config, resolved, save_config
+from moco_bench.env import environment
+from moco_bench.errors import ConfigError, DatasetNotFound, MissingDependency, ResultExistsError
+from moco_bench.evaluators import EVALUATORS, load_all
+from moco_bench.evaluators.base import EvalContext
+from moco_bench.results.schema import make_record, now
+from moco_bench.results.store import is_finished, write_result
+
+log = logging.getLogger(__name__)
+SKIP_ERRORS = (DatasetNotFound, MissingDependency)
+
+
+def checkpoint_id(backbone) -> str:
+    """Folder name of a checkpoint's results: file stem plus the first 8 hex digits of its hash."""
+    stem = Path(str(backbone.path)).name.split(".")[0].replace(":", "-").replace("@", "-s")
+    return f"{stem}-{backbone.sha256[:8]}"
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail before any work when the config names no evaluator or an unknown one."""
+    load_all()
+    for key in ("evaluator", "name"):
+        if key not in cfg:
+            raise ConfigError(f"{cfg.get('_source_', 'config')}: evaluation configs need an {key!r} key")
+    EVALUATORS.get(cfg.evaluator)
+
+
+def run_evaluation(
+    backbone,
+    cfg: DictConfig,
+    out_root: Path | str = "results/runs",
+    force: bool = False,
+    device: str = "cpu",
+    workers: int = 2,
+) -> dict:
+    """Evaluate ``backbone`` (a converted checkpoint) under ``cfg`` and write the record.
+
+    A finished result is kept unless ``force`` (``ResultExistsError``). An evaluation whose dataset or
+    optional library is missing is recorded as ``skipped``; any other exception as ``failed`` with its
+    traceback. The record is returned either way; callers decide what a failure means for them.
+    """
+    check_config(cfg)
+    out_dir = Path(out_root) / checkpoint_id(backbone)
+    result_path = out_dir / f"{cfg.name}.json"
+    if not force and is_finished(result_path):
+        raise ResultExistsError(f"{result_path}: a finished result is already there (use --force to replace it)")
+    work_dir = out_dir / cfg.name
+    work_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, work_dir / "config.yaml")
+    ctx = EvalContext(out_dir=work_dir, cache_dir=paths.data_cache() / "features", device=device, workers=workers)
+    evaluation = {"name": cfg.name, "protocol": cfg.evaluator, "config": resolved(cfg),
+                  "benchmark": cfg.get("benchmark", cfg.name)}
+    start, status, error, output = now(), "ok", None, None
+    try:
+        output = EVALUATORS.get(cfg.evaluator)(backbone, cfg, ctx)
+        evaluation.update(output.info)
+    except SKIP_ERRORS as e:
+        status, error = "skipped", str(e)
+    except Exception as e:  # noqa: BLE001 - any failure becomes a failed record; the traceback is kept
+        status, error = "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+        log.error("%s failed: %s", cfg.name, e)
+    record = make_record(
+        evaluation=evaluation,
+        checkpoint=backbone.record(),
+        metrics=output.metrics if output else {},
+        per_seed=output.per_seed if output else None,
+        details=output.details if output else None,
+        environment=environment(device=device),
+        timing={"start": start, "end": now(), "seconds": dict(ctx.seconds)},
+        status=status,
+        error=error,
+    )
+    write_result(result_path, record, force=True)
+    return record
+
+
+def evaluate_checkpoint(ckpt: str, config: str, overrides: Optional[Iterable[str]] = None, **kwargs) -> dict:
+    """Load ``ckpt`` with the converter, then :func:`run_evaluation` under ``config`` + ``overrides``."""
+    from moco_bench.convert import load_backbone
+
+    cfg = load_config(config, overrides)
+    check_config(cfg)
+    return run_evaluation(load_backbone(ckpt), cfg, **kwargs)

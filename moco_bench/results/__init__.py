@@ -1,0 +1,1 @@
+"""Result records, the atomic store, tables and plots."""

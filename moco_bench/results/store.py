@@ -1,0 +1,94 @@
+"""The results store: atomic JSON records, no silent overwrite, and a pandas view of a folder of them."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pandas as pd
+
+from moco_bench.errors import ResultExistsError
+from moco_bench.results.atomic import atomic_write_text
+from moco_bench.results.schema import SchemaError, validate
+
+
+def read_result(path: Path) -> Dict[str, Any]:
+    """Read and validate one record; raises ``SchemaError`` naming the file on anything malformed."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        validate(record)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SchemaError(f"{path}: not valid JSON ({e})") from None
+    except SchemaError as e:
+        raise SchemaError(f"{path}: not a moco-bench result: {e}") from None
+    return record
+
+
+def is_finished(path: Path) -> bool:
+    """True when ``path`` holds a valid record with status ok (eval-all skips those)."""
+    try:
+        return read_result(path)["status"] == "ok"
+    except (OSError, SchemaError):
+        return False
+
+
+def write_result(path: Path, record: Dict[str, Any], force: bool = False) -> Path:
+    """Write ``record`` to ``path`` atomically.
+
+    A finished (status ok) record already there is kept unless ``force``; a failed or skipped one is
+    replaced, since re-running is how a failure gets fixed.
+    """
+    path = Path(path)
+    validate(record)
+    if not force and is_finished(path):
+        raise ResultExistsError(f"{path}: a finished result is already there (use --force to replace it)")
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False, default=str) + "\n")
+    return path
+
+
+def load_results(folder: Path | str | List[Path | str]) -> pd.DataFrame:
+    """One row per (result file, metric) for every ``*.json`` under the given folder(s).
+
+    Files that are not moco-bench results are skipped with a warning naming them; their paths and
+    reasons are listed in ``df.attrs["skipped"]``.
+    """
+    folders = folder if isinstance(folder, list) else [folder]
+    rows, skipped = [], []
+    files = []
+    for f in folders:
+        f = Path(f)
+        files.extend([f] if f.is_file() else sorted(f.rglob("*.json")))
+    for path in files:
+        try:
+            rec = read_result(path)
+        except (OSError, SchemaError) as e:
+            warnings.warn(f"skipping {e}", stacklevel=2)
+            skipped.append({"file": str(path), "reason": str(e)})
+            continue
+        ev, ck = rec["evaluation"], rec["checkpoint"]
+        base = {
+            "file": str(path),
+            "evaluation": ev["name"],
+            "protocol": ev["protocol"],
+            "variant": ev.get("variant", ""),
+            "benchmark": ev.get("benchmark", ev["name"]),
+            "dataset": ev.get("dataset", ""),
+            "split": ev.get("split", ""),
+            "layer": ev.get("layer", ""),
+            "comparable": ev.get("comparable", True),
+            "checkpoint": ck.get("path", ""),
+            "sha256": ck.get("sha256", ""),
+            "arch": ck.get("arch", ""),
+            "status": rec["status"],
+            "error": rec.get("error"),
+            "finished": rec["timing"].get("end", ""),
+        }
+        metrics = rec["metrics"] or {None: float("nan")}
+        for name, value in metrics.items():
+            rows.append({**base, "metric": name, "value": value})
+    df = pd.DataFrame(rows)
+    df.attrs["skipped"] = skipped
+    return df

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One-command setup (make setup): .venv with the project under pinned torch/torchvision, and the system
+# data packages the embedded datasets and format tests read. Safe to re-run; make skips it when the stamp
+# is newer than its inputs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  "$PY" -m venv .venv
+fi
+echo "== installing moco-bench and its dependencies (torch/torchvision pinned by constraints.txt)"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+
+# Fashion-MNIST (Debian's dataset-fashion-mnist) feeds every embedded dataset; labelme-examples gives
+# three real VOC photos for the reader tests. Installed when missing and apt-get is usable.
+apt_install() {
+  local runner=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then runner="sudo -n"; else return 1; fi
+  fi
+  command -v apt-get >/dev/null || return 1
+  $runner env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 || {
+    $runner apt-get update -q >/dev/null 2>&1 && \
+    $runner env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1; }
+}
+FMNIST=${MOCO_BENCH_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+if [ ! -e "$FMNIST/train-images-idx3-ubyte.gz" ] && [ ! -e "$FMNIST/train-images-idx3-ubyte" ]; then
+  echo "== installing Debian's dataset-fashion-mnist"
+  if ! apt_install dataset-fashion-mnist; then
+    echo "error: Fashion-MNIST not found at $FMNIST and apt-get could not install dataset-fashion-mnist." >&2
+    echo "       Install it (apt-get install dataset-fashion-mnist) or set MOCO_BENCH_FASHION_MNIST to a folder" >&2
+    echo "       holding train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-*-ubyte[.gz]." >&2
+    exit 1
+  fi
+fi
+if [ ! -d /usr/share/doc/labelme-examples ] && ! dpkg -s labelme-examples >/dev/null 2>&1; then
+  apt_install labelme-examples || echo "note: labelme-examples not installed; its VOC reader test will be skipped"
+fi
+echo "== setup done"
