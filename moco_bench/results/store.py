@@ -82,6 +82,7 @@ def load_results(folder: Path | str | List[Path | str]) -> pd.DataFrame:
             "checkpoint": ck.get("path", ""),
             "sha256": ck.get("sha256", ""),
             "arch": ck.get("arch", ""),
+            "epochs": ck.get("epochs"),
             "status": rec["status"],
             "error": rec.get("error"),
             "finished": rec["timing"].get("end", ""),

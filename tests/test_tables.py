@@ -1,0 +1,85 @@
+"""Tables and plots: our rows beside the published ones, deltas, duplicates, bad files, every format."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from moco_bench.cli import main
+from moco_bench.env import environment
+from moco_bench.results.published import load_published
+from moco_bench.results.report import write_report
+from moco_bench.results.schema import make_record
+from moco_bench.results.store import load_results, write_result
+from moco_bench.results.tables import compile_tables
+
+SHA = "c0ffee" + "0" * 58
+
+
+def _write(folder, name, benchmark, metrics, *, end="2026-11-22T10:00:00+00:00", layer="", variant="",
+           comparable=True, status="ok"):
+    rec = make_record(
+        evaluation={"name": name, "protocol": name, "config": {}, "benchmark": benchmark, "dataset": "VOC2007",
+                    "layer": layer, "variant": variant, "comparable": comparable},
+        checkpoint={"path": "/ckpts/checkpoint_0200.pth.tar", "sha256": SHA, "format": "moco", "arch": "resnet50",
+                    "epochs": 200},
+        metrics=metrics if status == "ok" else {}, environment=environment(),
+        timing={"start": end, "end": end, "seconds": {}}, status=status,
+        error=None if status == "ok" else "MissingDependency: detectron2 is not installed",
+    )
+    write_result(folder / f"{name}-{end[11:13]}.json", rec)
+
+
+@pytest.fixture
+def results(tmp_path):
+    d = tmp_path / "runs" / "checkpoint_0200-c0ffee00"
+    _write(d, "voc07_svm", "voc07_svm", {"mAP": 83.0}, layer="feature5", end="2026-11-22T09:00:00+00:00")
+    _write(d, "voc07_svm", "voc07_svm", {"mAP": 84.5}, layer="feature5", end="2026-11-22T11:00:00+00:00")
+    _write(d, "lowshot", "voc07_lowshot_svm", {f"mAP@k{k}": 40 + 4 * i for i, k in enumerate((1, 2, 4, 8))},
+           layer="feature5")
+    _write(d, "knn", "imagenet_knn", {"top1@k20": 50.0, "top1@k200": 48.0})
+    _write(d, "mhead", "imagenet_mhead_linear", {f"feature{i}_top1": 10.0 * i for i in range(1, 6)}, layer="all")
+    _write(d, "mhead_fast", "imagenet_mhead_linear", {"feature5_top1": 99.0}, layer="all",
+           variant="fast: cached features", comparable=False)
+    _write(d, "det", "voc0712_frcnn_c4_24k", {}, status="skipped")
+    (d / "broken.json").write_text("{")
+    return tmp_path / "runs"
+
+
+def test_tables_hold_ours_and_published(results):
+    with pytest.warns(UserWarning, match="broken.json"):
+        df = load_results(results)
+    tables = compile_tables(df, load_published())
+    assert set(tables) == {"voc07_svm", "voc07_lowshot_svm", "imagenet_knn", "imagenet_mhead_linear",
+                           "imagenet_mhead_linear [fast: cached features]"}
+    svm = tables["voc07_svm"]
+    mine = svm[svm["row"] == "ours"]
+    assert mine["value"].tolist() == [84.5] and mine["note"].tolist() == ["newest of 2 results"]
+    assert mine["delta"].round(2).tolist() == [0.46]  # 84.5 - 84.04 (MoCo v2 200ep, mmselfsup)
+    assert mine["layer"].tolist() == ["feature5"] and mine["protocol"].tolist() == ["voc07_svm"]
+    assert (svm["row"] == "published").sum() >= 4
+    mh = tables["imagenet_mhead_linear"]
+    assert mh.loc[mh["row"] == "ours", "layer"].tolist() == [f"feature{i}" for i in range(1, 6)]
+    fast = tables["imagenet_mhead_linear [fast: cached features]"]
+    assert fast.loc[fast["row"] == "ours", "delta"].isna().all()  # not comparable: no delta
+    knn = tables["imagenet_knn"]
+    assert knn.loc[knn["row"] == "ours", "reference"].str.contains("mmselfsup-mocov2").all()
+
+
+def test_report_files_and_cli(results, tmp_path):
+    out = tmp_path / "report"
+    assert main(["tables", str(results), "-o", str(out), "--published"]) == 0
+    text = (out / "report.md").read_text()
+    assert "## voc07_svm" in text and "84.50" in text and "84.04" in text and "+0.46" in text
+    assert "detectron2 is not installed" in text and "broken.json" in text
+    for ext in ("csv", "md", "tex", "html"):
+        assert (out / "tables" / f"voc07_lowshot_svm.{ext}").stat().st_size > 100
+    assert pd.read_csv(out / "tables" / "voc07_svm.csv")["row"].tolist()[0] == "ours"
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert pngs == ["knn_top1_vs_k.png", "linear_top1_per_layer.png", "lowshot_map_vs_k.png"]
+    assert "plots/lowshot_map_vs_k.png" in text and (out / "report.html").is_file()
+
+
+def test_empty_results_folder(tmp_path):
+    report = write_report([tmp_path], tmp_path / "out")
+    assert "No finished results" in report.read_text()
