@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
@@ -17,6 +18,27 @@ def _eval(args) -> int:
     return 0 if record["status"] == "ok" else 1
 
 
+def _eval_all(args) -> int:
+    import pandas as pd
+
+    from moco_bench.evaluators.suite import eval_all, load_suite
+
+    suite = load_suite(args.suite, args.overrides)
+    slurm = {"cluster": args.slurm_cluster, "timeout_min": args.timeout_min, "gpus_per_node": args.gpus_per_node,
+             "slurm_partition": args.partition} if args.launcher == "slurm" else None
+    if slurm and args.slurm_cluster in ("local", "debug"):
+        slurm.pop("slurm_partition")
+    rows = eval_all(args.checkpoint, suite, out_root=args.out, force=args.force, device=args.device,
+                    workers=args.workers, launcher=args.launcher, slurm={k: v for k, v in (slurm or {}).items()
+                                                                         if v is not None})
+    print(f"\nsuite {suite.name} on {args.checkpoint}:")
+    print(pd.DataFrame(rows).fillna("").to_markdown(index=False, disable_numparse=True))
+    failed = [r["evaluation"] for r in rows if r["status"] == "failed"]
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("eval", help="run one evaluation protocol on a checkpoint")
     p.add_argument("checkpoint", help="checkpoint file (any supported format) or random:<arch>[@seed]")
@@ -27,3 +49,19 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers and parallel jobs")
     p.set_defaults(func=_eval)
+
+    a = sub.add_parser("eval-all", help="run every evaluation of a suite on a checkpoint (resumable)")
+    a.add_argument("checkpoint", help="checkpoint file (any supported format) or random:<arch>[@seed]")
+    a.add_argument("--suite", default="suites/demo.yaml", help="suites/<name>.yaml")
+    a.add_argument("overrides", nargs="*", help="overrides applied to every evaluation, key=value")
+    a.add_argument("--out", type=Path, default=Path("results/runs"), help="results root")
+    a.add_argument("--force", action="store_true", help="re-run finished evaluations")
+    a.add_argument("--device", default="cpu")
+    a.add_argument("--workers", type=int, default=2)
+    a.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: in this process; slurm: one submitit job per evaluation")
+    a.add_argument("--partition", default=None, help="SLURM partition")
+    a.add_argument("--gpus-per-node", type=int, default=None)
+    a.add_argument("--timeout-min", type=int, default=24 * 60)
+    a.add_argument("--slurm-cluster", default=None, help=argparse.SUPPRESS)  # submitit's local/debug, for tests
+    a.set_defaults(func=_eval_all)

@@ -35,7 +35,7 @@ def write_report(results: Sequence[Path | str], out_dir: Path | str, published: 
     df = load_results([Path(p) for p in results])
     pub = load_published(published) if published else None
     tables = compile_tables(df, pub) if not df.empty else {}
-    lines: List[str] = [f"# moco-bench report\n", f"Generated {now()} from: {', '.join(map(str, results))}.\n"]
+    lines: List[str] = ["# moco-bench report\n", f"Generated {now()} from: {', '.join(map(str, results))}.\n"]
     html: List[str] = [f"<h1>moco-bench report</h1><p>Generated {now()}.</p>"]
     for name, table in tables.items():
         shown, slug = _display(table), _slug(name)
