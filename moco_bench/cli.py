@@ -18,6 +18,7 @@ from moco_bench.errors import MocoBenchError
 
 COMMAND_MODULES = (
     "moco_bench.data.cli",
+    "moco_bench.convert.cli",
     "moco_bench.evaluators.cli",
     "moco_bench.results.cli",
 )

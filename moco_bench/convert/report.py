@@ -1,0 +1,71 @@
+"""The key report of a conversion: every tensor of the checkpoint, and what became of it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from moco_bench.convert.arch import CLASSIFIER_KEYS
+from moco_bench.results.atomic import atomic_write_text
+
+
+@dataclass
+class KeyReport:
+    """What a conversion used, left out and could not place.
+
+    Attributes:
+        used: file key -> torchvision key, for every backbone tensor kept.
+        dropped: file key -> reason, for tensors left out on purpose (heads, momentum encoder, queue).
+        unexpected: file keys that no rule of the layout explains, or that the architecture does not have.
+        missing: torchvision keys the checkpoint lacks, the classifier excepted (a backbone has none).
+        shape_mismatches: torchvision key -> file key, checkpoint shape and expected shape; never loaded.
+        detectron2: torchvision key -> detectron2 key, filled when a detectron2 file is written.
+    """
+
+    source: str
+    format: str
+    location: str
+    arch: str
+    epoch: int | None
+    used: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    shape_mismatches: dict[str, dict] = field(default_factory=dict)
+    classifier_missing: list[str] = field(default_factory=lambda: list(CLASSIFIER_KEYS))
+    detectron2: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def problems(self, allow_missing: bool = False) -> list[str]:
+        """Why the conversion must not be trusted; missing and unexpected keys pass with ``allow_missing``."""
+        out = [f"shape mismatch {k}: checkpoint {v['checkpoint']} vs {self.arch} {v['expected']} "
+               f"({v['file_key']})" for k, v in self.shape_mismatches.items()]
+        if not allow_missing:
+            if self.missing:
+                out.append(f"{len(self.missing)} backbone keys missing: {_short(self.missing)}")
+            if self.unexpected:
+                out.append(f"{len(self.unexpected)} unexpected keys: {_short(self.unexpected)}")
+        return out
+
+    def summary(self) -> str:
+        epoch = "unknown" if self.epoch is None else self.epoch
+        lines = [f"{self.source}: format {self.format}, arch {self.arch}, epochs {epoch} (weights in {self.location})",
+                 f"  used {len(self.used)} tensors; missing {len(self.missing)} "
+                 f"(+ classifier {', '.join(self.classifier_missing)}, expected); unexpected {len(self.unexpected)}; "
+                 f"shape mismatches {len(self.shape_mismatches)}"]
+        for reason, n in sorted(Counter(self.dropped.values()).items()):
+            lines.append(f"  dropped {n} on purpose: {reason}")
+        lines += [f"  wrote {kind}: {path}" for kind, path in self.outputs.items()]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _short(keys: list[str], limit: int = 8) -> str:
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
