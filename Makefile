@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.setup-done
 CKPT ?=
-SUITE ?= demo
+SUITE ?= paper
 OUT ?= results/runs
 CONFIG ?= pretrain/mocov2_demo_fmnist.yaml
 
@@ -26,8 +26,17 @@ data: $(STAMP)
 	$(PY) -m moco_bench data build minicoco
 
 demo: $(STAMP)
-	@echo "make demo: pretraining, eval-all and tables are added as their issues land; building the embedded data now."
-	$(MAKE) data
+	$(PY) -m moco_bench demo --out results/demo
+
+pretrain: $(STAMP)
+	$(PY) -m moco_bench pretrain --config $(CONFIG)
+
+eval-all: $(STAMP)
+	@test -n "$(CKPT)" || { echo "usage: make eval-all CKPT=path/to/checkpoint [SUITE=paper|quick|demo] [OUT=results/runs]"; exit 2; }
+	$(PY) -m moco_bench eval-all $(CKPT) --suite suites/$(SUITE).yaml --out $(OUT)
+
+tables: $(STAMP)
+	$(PY) -m moco_bench tables $(OUT) --published -o results/report
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
