@@ -14,13 +14,14 @@ import sys
 from typing import List, Optional
 
 from moco_bench import __version__
-from moco_bench.errors import MocoBenchError
+from moco_bench.errors import MocoBenchError, describe
 
 COMMAND_MODULES = (
     "moco_bench.data.cli",
     "moco_bench.convert.cli",
     "moco_bench.evaluators.cli",
     "moco_bench.results.cli",
+    "moco_bench.demo",
 )
 
 
@@ -41,5 +42,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MocoBenchError as e:
-        print(f"moco-bench: error: {e}", file=sys.stderr)
+        print(f"moco-bench: error: {describe(e)}", file=sys.stderr)
         return 2

@@ -31,3 +31,13 @@ class DatasetNotFound(DataError):
 
 class MissingDependency(MocoBenchError):
     """An optional library (detectron2, faiss-gpu) is not installed; the message says how to install it."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what went wrong. torch's DataLoader re-raises a worker's exception with the text
+    "Caught X in DataLoader worker process N" and the original traceback; the original message is its last line."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from moco_bench import paths
 from moco_bench.config import load_config, resolved, save_config
 from moco_bench.env import environment
-from moco_bench.errors import ConfigError, DatasetNotFound, MissingDependency, ResultExistsError
+from moco_bench.errors import ConfigError, DatasetNotFound, MissingDependency, ResultExistsError, describe
 from moco_bench.evaluators import EVALUATORS, load_all
 from moco_bench.evaluators.base import EvalContext
 from moco_bench.results.schema import make_record, now
@@ -72,10 +72,10 @@ def run_evaluation(
         output = EVALUATORS.get(cfg.evaluator)(backbone, cfg, ctx)
         evaluation.update(output.info)
     except SKIP_ERRORS as e:
-        status, error = "skipped", str(e)
+        status, error = "skipped", describe(e)
     except Exception as e:  # noqa: BLE001 - any failure becomes a failed record; the traceback is kept
-        status, error = "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
-        log.error("%s failed: %s", cfg.name, e)
+        status, error = "failed", f"{type(e).__name__}: {describe(e)}\n{traceback.format_exc()}"
+        log.error("%s failed: %s", cfg.name, describe(e))
     record = make_record(
         evaluation=evaluation,
         checkpoint=backbone.record(),

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 from moco_bench.config import load_config
 from moco_bench.errors import ConfigError
@@ -75,7 +75,10 @@ def load_suite(path: Path | str, extra_overrides: Optional[List[str]] = None) ->
         unknown = set(item.keys()) - {"config", "overrides"}
         if unknown:
             raise ConfigError(f"{path}: evaluations[{i}] has unknown keys {sorted(unknown)}")
-        overrides = [str(o) for o in OmegaConf.to_container(item.get("overrides") or [])] + list(extra_overrides or [])
+        listed = item.get("overrides")
+        if listed is not None and not isinstance(listed, ListConfig):
+            raise ConfigError(f"{path}: evaluations[{i}].overrides should be a list of key=value strings")
+        overrides = [str(o) for o in (listed or [])] + list(extra_overrides or [])
         config_path = _resolve(str(item.config))
         try:
             cfg = load_config(config_path, overrides)
