@@ -1,0 +1,92 @@
+"""Classifier heads trained on a frozen backbone, and the PCA lighting augmentation of the multi-head protocol.
+
+- main_lincls (facebookresearch/moco): one ``fc`` on the global-average-pooled feature, N(0, 0.01) weights, zero bias.
+- Multi-layer heads (mmselfsup ``MultiClsHead``, vissl ``eval_mlp``): per tapped layer, BatchNorm over the
+  channels of the pooled map (no affine in mmselfsup, affine in vissl), then a Linear on the flattened map.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Sequence
+
+import torch
+from torch import nn
+
+
+def linear_layer(in_dim: int, num_classes: int, init_std: float) -> nn.Linear:
+    """A Linear initialized as both anchors do: weights N(0, init_std), bias 0."""
+    fc = nn.Linear(in_dim, num_classes)
+    nn.init.normal_(fc.weight, mean=0.0, std=init_std)
+    nn.init.zeros_(fc.bias)
+    return fc
+
+
+class NormLinear(nn.Module):
+    """BatchNorm over the ``channels`` of a flattened ``(C, h, w)`` pooled map, then Linear.
+
+    Taps return ``(N, C*h*w)`` flattened channel-major, so viewing it as ``(N, C, h*w)`` and normalizing with
+    BatchNorm1d(C) equals BatchNorm2d on the map, which is what both anchors apply before flattening.
+    """
+
+    def __init__(self, channels: int, in_dim: int, num_classes: int, affine: bool, momentum: float, eps: float,
+                 init_std: float):
+        super().__init__()
+        if in_dim % channels:
+            raise ValueError(f"feature length {in_dim} is not a multiple of its {channels} channels")
+        self.channels = channels
+        self.norm = nn.BatchNorm1d(channels, eps=eps, momentum=momentum, affine=affine)
+        self.fc = linear_layer(in_dim, num_classes, init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x.view(x.shape[0], self.channels, -1))
+        return self.fc(torch.flatten(x, 1))
+
+
+class Heads(nn.Module):
+    """One head per feature layer; ``forward({layer: features}) -> {layer: logits}``."""
+
+    def __init__(self, heads: Mapping[str, nn.Module]):
+        super().__init__()
+        self.heads = nn.ModuleDict(dict(heads))
+
+    def forward(self, feats: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        return {name: head(feats[name]) for name, head in self.heads.items()}
+
+
+def stage_channels(resnet: nn.Module) -> Dict[str, int]:
+    """Channels of the maps the taps read: stem (``feature1``), ``layer1..4`` (``feature2..5``), ``gap``."""
+    out = {"feature1": resnet.conv1.out_channels}
+    for i, stage in enumerate((resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4), start=2):
+        # The last block of a stage has no downsample branch, so its last conv sets the stage's width.
+        out[f"feature{i}"] = [m for m in stage[-1].modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+    out["gap"] = out["feature5"]
+    return out
+
+
+def norm_linear_heads(layers: Sequence[str], dims: Mapping[str, int], channels: Mapping[str, int], num_classes: int,
+                      affine: bool, momentum: float, eps: float, init_std: float) -> Heads:
+    return Heads({name: NormLinear(channels[name], dims[name], num_classes, affine, momentum, eps, init_std)
+                  for name in layers})
+
+
+class Lighting:
+    """AlexNet-style PCA lighting noise on a ``[0, 1]`` RGB tensor (mmselfsup's multi-head train pipeline).
+
+    Adds ``eigvec @ (alpha * eigval)`` to every pixel with ``alpha ~ N(0, alphastd)`` per component; the
+    eigen-decomposition of ImageNet's RGB covariance comes from the config.
+    """
+
+    def __init__(self, alphastd: float, eigval: Sequence[float], eigvec: Sequence[Sequence[float]]):
+        self.alphastd = float(alphastd)
+        self.eigval = torch.tensor(list(eigval), dtype=torch.float32)
+        self.eigvec = torch.tensor([list(r) for r in eigvec], dtype=torch.float32)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if self.alphastd == 0:
+            return img
+        alpha = torch.randn(3) * self.alphastd
+        rgb = self.eigvec @ (alpha * self.eigval)
+        return img + rgb.view(3, 1, 1).to(img.dtype)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(alphastd={self.alphastd})"
