@@ -8,6 +8,8 @@ evaluator only measures.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import traceback
 from pathlib import Path
 from typing import Iterable, Optional
@@ -52,18 +54,24 @@ def run_evaluation(
 ) -> dict:
     """Evaluate ``backbone`` (a converted checkpoint) under ``cfg`` and write the record.
 
-    A finished result is kept unless ``force`` (``ResultExistsError``). An evaluation whose dataset or
-    optional library is missing is recorded as ``skipped``; any other exception as ``failed`` with its
-    traceback. The record is returned either way; callers decide what a failure means for them.
+    A finished result is kept unless ``force`` (``ResultExistsError``); with ``force`` the evaluation's work
+    folder (training checkpoints an interrupted run would resume from) is cleared so it really recomputes.
+    An evaluation whose dataset or optional library is missing is recorded as ``skipped``; any other
+    exception as ``failed`` with its traceback. Under torchrun only rank 0 writes. The record is returned
+    either way; callers decide what a failure means for them.
     """
     check_config(cfg)
     out_dir = Path(out_root) / checkpoint_id(backbone)
     result_path = out_dir / f"{cfg.name}.json"
     if not force and is_finished(result_path):
         raise ResultExistsError(f"{result_path}: a finished result is already there (use --force to replace it)")
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     work_dir = out_dir / cfg.name
+    if force and main_rank and work_dir.is_dir():
+        shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, work_dir / "config.yaml")
+    if main_rank:
+        save_config(cfg, work_dir / "config.yaml")
     ctx = EvalContext(out_dir=work_dir, cache_dir=paths.data_cache() / "features", device=device, workers=workers)
     evaluation = {"name": cfg.name, "protocol": cfg.evaluator, "config": resolved(cfg),
                   "benchmark": cfg.get("benchmark", cfg.name)}
@@ -87,7 +95,8 @@ def run_evaluation(
         status=status,
         error=error,
     )
-    write_result(result_path, record, force=True)
+    if main_rank:
+        write_result(result_path, record, force=True)
     return record
 
 
