@@ -8,7 +8,7 @@ import importlib
 
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
 
-MODULES = ()
+MODULES = ("svm", "knn", "linear", "detection")
 
 
 def load_all() -> None:

@@ -1,0 +1,322 @@
+"""Detection transfer with detectron2: fine-tune Faster / Mask / keypoint R-CNN from a converted backbone.
+
+MoCo's protocol (moco ``detection/``; mmselfsup ``configs/benchmarks/detectron2``): the backbone is written as
+a detectron2 ``.pkl`` with matching heuristics, every BN layer is trained (``FREEZE_AT 0`` and a synchronized
+norm), and the detector is fine-tuned end to end and evaluated on VOC07 test (VOC AP at IoU .50:.05:.95, AP50,
+AP75) or COCO val (box, mask, keypoint AP). VOC results are the mean of 5 trials, as published.
+
+One evaluation config names a detectron2 config (``evaluate/detectron2/*.yaml``, written from the protocol),
+extra detectron2 options (``d2_overrides``), the datasets, the number of trials and of GPUs. Each trial is a
+detectron2 ``DefaultTrainer`` run under ``detectron2.engine.launch`` (one process per GPU; on CPU one
+process) in ``<out>/trial<k>``, which keeps its log, metrics and detectron2 config. Post-conditions: every
+pretrained backbone tensor is found, unchanged, in the model before training (else CheckpointError); a
+NaN/inf loss stops the evaluation (TrainingDiverged naming the kept log); every test image is evaluated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import statistics
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from moco_bench.config import resolved
+from moco_bench.convert import write_detectron2
+from moco_bench.errors import ConfigError, MissingDependency
+from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
+from moco_bench.evaluators.lincls_train import TrainingDiverged
+from moco_bench.results.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INSTALL_HINT = ("detectron2 is not installed; install it with `.venv/bin/python scripts/install_detectron2.py` "
+                "(run by `make setup`; README, section 'detectron2')")
+COCO_PREFIX = {"bbox": "APbb", "segm": "APmk", "keypoints": "APkp"}  # results/published/numbers.csv names
+TRIAL_RESULT = "trial_result.json"
+DIVERGED = "diverged.json"
+
+
+def require_detectron2() -> None:
+    """Raise :class:`MissingDependency` (the runner records ``skipped``) with the install hint."""
+    try:
+        import detectron2  # noqa: F401
+    except ImportError as e:
+        raise MissingDependency(f"{INSTALL_HINT} ({e})") from None
+
+
+def _source(cfg: DictConfig) -> str:
+    return str(cfg.get("_source_", "config"))
+
+
+def _resolve_path(path: str) -> Path:
+    """Config paths are relative to the working directory, else to the project root (as suites resolve them)."""
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else REPO_ROOT / p
+
+
+def _d2_opts(items) -> List:
+    """``d2_overrides`` as detectron2's ``merge_from_list`` takes them: ``[KEY, value, KEY, value, ...]``."""
+    items = OmegaConf.to_container(items) if items is not None else []
+    if len(items) % 2:
+        raise ConfigError(f"d2_overrides must alternate detectron2 keys and values; got an odd length: {items}")
+    return [tuple(v) if isinstance(v, list) else v for v in items]
+
+
+def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, device: str, world_size: int):
+    """The detectron2 config of a run: protocol YAML, the backbone's shape, ``d2_overrides``, then what the
+    run decides (datasets, class and keypoint counts, weights, output, device), with SyncBN made usable."""
+    from detectron2.config import get_cfg
+
+    from moco_bench.evaluators import d2_datasets, d2_model
+
+    path = _resolve_path(str(cfg.d2_config))
+    if not path.is_file():
+        raise ConfigError(f"{_source(cfg)}: d2_config {cfg.d2_config} not found")
+    d2 = get_cfg()
+    d2.merge_from_file(str(path))
+    d2.merge_from_list(d2_model.resnet_options(backbone.arch))
+    try:
+        d2.merge_from_list(_d2_opts(cfg.get("d2_overrides")))
+    except (KeyError, ValueError, AssertionError) as e:
+        raise ConfigError(f"{_source(cfg)}: bad d2_overrides: {e}") from None
+    ds = cfg.datasets
+    sources = resolved(ds)["sources"]
+    num_classes, num_keypoints = d2_datasets.dataset_shape(sources[str(ds.train[0])], ds.get("classes"))
+    d2.merge_from_list([
+        "DATASETS.TRAIN", tuple(str(n) for n in ds.train), "DATASETS.TEST", tuple(str(n) for n in ds.test),
+        "MODEL.ROI_HEADS.NUM_CLASSES", num_classes, "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(out_dir),
+        "MODEL.DEVICE", "cpu" if device == "cpu" else "cuda",
+    ])
+    if d2.MODEL.KEYPOINT_ON:
+        if not num_keypoints:
+            raise ConfigError(f"{_source(cfg)}: a keypoint model needs a training set with keypoints "
+                              f"(datasets.sources.{ds.train[0]}.keypoints)")
+        d2.merge_from_list(["MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", num_keypoints])
+    norms = d2_model.usable_norms(d2, world_size, device)
+    return d2, norms
+
+
+@contextlib.contextmanager
+def _log_to(path: Path):
+    """detectron2's and fvcore's INFO log into ``path`` (kept after a failure) for the duration of a trial."""
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s %(levelname)s] %(message)s", "%m/%d %H:%M:%S"))
+    loggers = [logging.getLogger(n) for n in ("detectron2", "fvcore", "d2.checkpoint")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+        handler.close()
+
+
+def _finite(tree):
+    """Nested results with numpy scalars as floats and NaN (COCO: a class without ground truth) as None."""
+    if isinstance(tree, dict):
+        return {str(k): _finite(v) for k, v in tree.items()}
+    v = float(tree)
+    return v if math.isfinite(v) else None
+
+
+def _trial_worker(job: dict) -> None:
+    """One trial in one process (rank): register datasets, train, evaluate; rank 0 writes ``trial_result.json``.
+
+    Runs under ``detectron2.engine.launch``, so it is a module-level function taking plain data.
+    """
+    from detectron2.config import get_cfg
+    from detectron2.data import DatasetCatalog
+    from detectron2.utils import comm
+    from detectron2.utils.env import seed_all_rng
+
+    from moco_bench.convert import read_detectron2_pkl
+    from moco_bench.evaluators import d2_datasets, d2_model
+    from moco_bench.evaluators.d2_train import Trainer
+
+    out = Path(job["out_dir"])
+    d2_datasets.register_sources(job["sources"], job["classes"])
+    cfg = get_cfg()
+    cfg.merge_from_file(str(out / "d2_config.yaml"))
+    cfg.freeze()
+    seed_all_rng(cfg.SEED + comm.get_rank())
+    log_file = out / ("log.txt" if comm.is_main_process() else f"log_rank{comm.get_rank()}.txt")
+    with _log_to(log_file):
+        trainer = Trainer(cfg, save_model=job["save_model"])
+        trainer.resume_or_load(resume=False)
+        weights = read_detectron2_pkl(cfg.MODEL.WEIGHTS)["model"]
+        model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+        loaded = d2_model.check_backbone_loaded(model, weights, job["checkpoint"])
+        try:
+            trainer.train()
+        except FloatingPointError as e:
+            if comm.is_main_process():
+                atomic_write_text(out / DIVERGED, json.dumps({"error": str(e), "iteration": trainer.iter}))
+            raise
+    if comm.is_main_process():
+        times = trainer.iteration_seconds
+        result = {
+            "seed": cfg.SEED, "results": _finite(trainer.last_results), "weights": loaded,
+            "seconds_per_iter": statistics.median(times[1:] if len(times) > 1 else times) if times else None,
+            "iterations": len(times),
+            "test_images": {n: len(DatasetCatalog.get(n)) for n in cfg.DATASETS.TEST},
+        }
+        atomic_write_text(out / TRIAL_RESULT, json.dumps(result, indent=1))
+
+
+@contextlib.contextmanager
+def _caller_rng_kept():
+    """A one-process trial runs here and seeds every RNG (detectron2's seed_all_rng): give the caller its
+    random, numpy and torch states and PYTHONHASHSEED back afterwards."""
+    import torch
+
+    state, hash_seed = (random.getstate(), np.random.get_state()), os.environ.get("PYTHONHASHSEED")
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(state[0])
+            np.random.set_state(state[1])
+            if hash_seed is None:
+                os.environ.pop("PYTHONHASHSEED", None)
+            else:
+                os.environ["PYTHONHASHSEED"] = hash_seed
+
+
+def _run_trial(job: dict, world_size: int) -> dict:
+    from detectron2.engine import launch
+
+    out = Path(job["out_dir"])
+    try:
+        with _caller_rng_kept():
+            launch(_trial_worker, world_size, dist_url="auto", args=(job,))
+    except Exception:
+        if (out / DIVERGED).is_file():
+            info = json.loads((out / DIVERGED).read_text())
+            raise TrainingDiverged(f"{out}: training diverged at iteration {info['iteration']} ({info['error']}); "
+                                   f"the log is kept in {out / 'log.txt'}") from None
+        raise
+    return json.loads((out / TRIAL_RESULT).read_text())
+
+
+def _metrics_of(results: dict) -> tuple[Dict[str, float], dict, dict]:
+    """Reported metrics, per-category AP and the remaining numbers of one trial's detectron2 results."""
+    metrics, per_category, extra = {}, {}, {}
+    if "bbox_per_class_AP50" in results:  # VOC (moco_bench VOC evaluator)
+        metrics = {k: results["bbox"][k] for k in ("AP", "AP50", "AP75")}
+        per_category["AP50"] = results["bbox_per_class_AP50"]
+    else:
+        for task, prefix in COCO_PREFIX.items():
+            if task not in results:
+                continue
+            res = results[task]
+            for name, suffix in (("AP", ""), ("AP50", "50"), ("AP75", "75")):
+                # detectron2 gives NaN when there was no prediction at all; COCOeval would score that 0
+                metrics[prefix + suffix] = res[name] if res[name] is not None else 0.0
+            per_category[task] = {k[3:]: v for k, v in res.items() if k.startswith("AP-")}
+            extra[task] = {k: v for k, v in res.items() if not k.startswith("AP-") and k not in ("AP", "AP50", "AP75")}
+    return metrics, per_category, extra
+
+
+@EVALUATORS.register("detectron2")
+def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
+    """Fine-tune and evaluate ``cfg.trials`` times; metrics are trial means (``<metric>_std``: population std)."""
+    require_detectron2()
+    from moco_bench.evaluators import d2_datasets
+
+    ds = cfg.datasets
+    names = [str(n) for n in list(ds.train) + list(ds.test)]
+    sources = resolved(ds)["sources"]
+    unknown = [n for n in names if n not in sources]
+    if unknown:
+        raise ConfigError(f"{_source(cfg)}: datasets.train/test name {unknown}, not described in datasets.sources")
+    if len(ds.test) != 1:
+        raise ConfigError(f"{_source(cfg)}: datasets.test must name exactly one dataset (got {list(ds.test)})")
+    sources = {n: sources[n] for n in names}
+    d2_datasets.check_sources(sources, _source(cfg))
+
+    world_size = 1
+    if ctx.device != "cpu":
+        import torch
+
+        world_size = int(cfg.num_gpus)
+        if world_size > torch.cuda.device_count():
+            raise ConfigError(f"{_source(cfg)}: num_gpus {world_size} but {torch.cuda.device_count()} CUDA devices")
+    trials, seed = int(cfg.trials), int(cfg.seed)
+    if trials < 1:
+        raise ConfigError(f"{_source(cfg)}: trials must be >= 1 (got {trials})")
+    with ctx.stage("convert"):
+        weights = write_detectron2(backbone, ctx.out_dir / "backbone_d2.pkl")
+
+    runs = []
+    for k in range(trials):
+        out = ctx.out_dir / f"trial{k}"
+        if out.exists():  # a fresh trial: detectron2 appends to metrics.json and event files
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        d2, norms = build_d2_config(backbone, cfg, out, weights, ctx.device, world_size)
+        d2.merge_from_list(["SEED", seed + k, "DATALOADER.NUM_WORKERS", ctx.workers])
+        atomic_write_text(out / "d2_config.yaml", d2.dump())
+        job = {"out_dir": str(out), "sources": sources, "classes": list(ds.classes) if ds.get("classes") else None,
+               "save_model": bool(cfg.save_model), "checkpoint": str(backbone.path)}
+        log.info("%s: trial %d/%d (seed %d) in %s", cfg.name, k + 1, trials, seed + k, out)
+        with ctx.stage("train_and_test"):
+            runs.append(_run_trial(job, world_size))
+    return _summarize(runs, cfg, norms, world_size, str(ds.test[0]))
+
+
+def _mean_tree(trees: List[dict]):
+    """Element-wise mean of equally shaped nested dicts; None (undefined: a class without ground truth) stays None."""
+    if isinstance(trees[0], dict):
+        return {k: _mean_tree([t[k] for t in trees]) for k in trees[0]}
+    values = [v for v in trees if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _summarize(runs: List[dict], cfg: DictConfig, norms: dict, world_size: int, test_name: str) -> EvalOutput:
+    per_trial = [_metrics_of(r["results"]) for r in runs]
+    names = list(per_trial[0][0])
+    per_seed = {m: [t[0][m] for t in per_trial] for m in names}
+    metrics = {m: float(np.mean(v)) for m, v in per_seed.items()}
+    if len(runs) > 1:
+        metrics.update({f"{m}_std": float(np.std(v)) for m, v in per_seed.items()})
+    evaluated = [r["results"].get("images", {}).get("evaluated") for r in runs]
+    backbone_norm = norms.get("MODEL.RESNETS.NORM", {"config": "?", "used": "?"})
+    swapped = {k: v for k, v in norms.items() if v["config"] != v["used"]}
+    variant = f"norm {backbone_norm['config']}"
+    if swapped:
+        variant += " (run as " + ", ".join(sorted({f"{v['used']}" for v in swapped.values()})) + \
+                   f": {world_size} process{'es' if world_size > 1 else ''})"
+    if cfg.get("variant"):
+        variant = f"{cfg.variant}; {variant}"
+    overridden = _d2_opts(cfg.get("d2_overrides"))
+    if overridden and cfg.comparable:  # the protocol configs ship none: any is a departure from the protocol
+        variant += f"; d2_overrides {overridden}"
+    details = {
+        "norm": norms,
+        "per_category_AP": _mean_tree([t[1] for t in per_trial]),  # trial means, as the metrics
+        "other_metrics": _mean_tree([t[2] for t in per_trial]),
+        "seconds_per_iter": [r["seconds_per_iter"] for r in runs],
+        "iterations": [r["iterations"] for r in runs],
+        "images_evaluated": evaluated,
+        "test_images": runs[0]["test_images"][test_name],
+        "weights_loaded": runs[0]["weights"],
+        "d2_config": str(cfg.d2_config),
+        "seeds": [r["seed"] for r in runs],
+    }
+    info = {"dataset": "+".join(str(n) for n in cfg.datasets.train), "split": test_name,
+            "seeds": details["seeds"], "variant": variant, "comparable": bool(cfg.comparable) and not overridden,
+            "norm": backbone_norm["used"], "world_size": world_size, "trials": len(runs)}
+    return EvalOutput(metrics=metrics, per_seed=per_seed if len(runs) > 1 else {}, details=details, info=info)

@@ -1,0 +1,299 @@
+"""Frozen features: one backbone pass per (checkpoint, dataset, split, transform, precision), cached on disk.
+
+The SVM, low-shot SVM and kNN evaluators read the same features, so a cache entry holds one memory-mapped
+``.npy`` per pooled layer beside a JSON manifest that states what produced it. An entry is reused only when
+the manifest matches the request exactly and every array has its full size; otherwise the missing or stale
+layers are recomputed (and the reason logged), so a cache can cost time but never change a number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import mmap
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
+from tqdm import tqdm
+
+from moco_bench.errors import ConfigError, DataError
+from moco_bench.models.taps import FeatureTaps
+from moco_bench.results.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class FeatureSplit:
+    """Features of one dataset split.
+
+    Attributes:
+        features: ``layer -> (N, D) float32`` (read-only memory maps of the cache files).
+        labels: ``(N,)`` int64 class indices (ImageFolder) or ``(N, C)`` float32 of 1/-1/0 (VOC).
+        classes: class names, in label order.
+        images: image paths, row order.
+        cache: ``layer -> "hit" | "miss" | "recomputed: <reason>"``.
+    """
+
+    features: Dict[str, np.ndarray]
+    labels: np.ndarray
+    classes: List[str]
+    images: List[str]
+    cache: Dict[str, str] = field(default_factory=dict)
+
+
+def build_transform(spec: Mapping) -> T.Compose:
+    """Shorter edge to ``resize``, then an optional ``crop`` (center) and/or ``square`` resize to
+    ``square x square``, then tensor + normalization. The VOC07 SVM anchors use resize + square; the kNN and
+    linear protocols resize + crop."""
+    unknown = set(spec) - {"resize", "crop", "square", "mean", "std"}
+    if unknown:
+        raise ConfigError(f"transform: unknown key(s) {sorted(unknown)}; known: resize, crop, square, mean, std")
+    if not spec.get("crop") and not spec.get("square"):
+        raise ConfigError("transform: give crop or square, so that every image has the same size")
+    ops: list = [T.Resize(int(spec["resize"]))]
+    if spec.get("crop"):
+        ops.append(T.CenterCrop(int(spec["crop"])))
+    if spec.get("square"):
+        ops.append(T.Resize((int(spec["square"]), int(spec["square"]))))
+    ops += [T.ToTensor(), T.Normalize(list(spec["mean"]), list(spec["std"]))]
+    return T.Compose(ops)
+
+
+def input_size(spec: Mapping) -> int:
+    return int(spec.get("square") or spec["crop"])
+
+
+def open_dataset(data: Mapping, split: str, transform=None):
+    """The reader named by ``data.reader`` (``voc`` or ``imagefolder``) for ``split``."""
+    reader, root = data.get("reader"), Path(str(data["root"]))
+    if reader == "voc":
+        from moco_bench.data.voc import VOCClassification
+
+        return VOCClassification(root, split, list(data["classes"]), transform)
+    if reader == "imagefolder":
+        from moco_bench.data.imagefolder import ImageFolder
+
+        return ImageFolder(root / split, transform)
+    raise ConfigError(f"data.reader {reader!r}: expected 'voc' or 'imagefolder'")
+
+
+def dataset_items(dataset) -> tuple[np.ndarray, List[str], List[str]]:
+    """(labels, classes, image paths) of a VOCClassification or ImageFolder, without reading any image."""
+    if hasattr(dataset, "samples"):
+        return (np.asarray(dataset.targets, dtype=np.int64), list(dataset.classes),
+                [str(p) for p, _ in dataset.samples])
+    return np.asarray(dataset.targets, dtype=np.float32), list(dataset.classes), [str(p) for p in dataset.images]
+
+
+def backbone_fingerprint(backbone) -> str:
+    """The checkpoint's sha256; for a random baseline (no file) a hash of the weights themselves."""
+    if getattr(backbone, "sha256", None):
+        return backbone.sha256
+    h = hashlib.sha256(backbone.arch.encode())
+    for key in sorted(backbone.state_dict):
+        t = backbone.state_dict[key].detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "weights:" + h.hexdigest()
+
+
+def _digest(obj: Any, n: int = 20) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
+
+
+def read_rows(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` as a new in-memory array (a copy: the caller may modify it). A cache memory map is
+    read with plain file reads, so streaming over a 10 GB cache leaves its pages in the page cache instead of
+    this process's resident set."""
+    if isinstance(arr, np.memmap) and isinstance(arr.base, mmap.mmap) and arr.flags.c_contiguous:
+        stop = min(stop, arr.shape[0])
+        row = int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1
+        out = np.fromfile(arr.filename, dtype=arr.dtype, count=max(stop - start, 0) * row,
+                          offset=arr.offset + start * row * arr.itemsize)
+        return out.reshape((-1,) + arr.shape[1:])
+    return np.array(arr[start:stop])
+
+
+def check_finite(features: np.ndarray, images: Sequence[str], what: str, chunk: int = 8192) -> None:
+    """Raise DataError naming the images whose features hold NaN or Inf (chunked: bounded memory)."""
+    bad: List[int] = []
+    for start in range(0, len(features), chunk):
+        rows = read_rows(features, start, start + chunk)
+        bad += (np.flatnonzero(~np.isfinite(rows).all(axis=1)) + start).tolist()
+    if bad:
+        names = ", ".join(str(images[i]) for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise DataError(f"{what}: features of {len(bad)} image(s) contain NaN or Inf: {names}")
+
+
+class _Entry:
+    """One cache folder: ``manifest.json`` + ``<layer>-<pooling digest>.npy`` files."""
+
+    def __init__(self, root: Path, key: dict):
+        self.key = key
+        self.dir = Path(root) / _digest(key)
+        self.manifest_path = self.dir / "manifest.json"
+
+    def manifest(self) -> dict:
+        try:
+            doc = json.loads(self.manifest_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {"key": self.key, "layers": {}}
+        if doc.get("key") != self.key:  # same folder, other producer: a hash collision or a hand-copied folder
+            log.warning("%s: feature cache made by %s, not by this request; recomputing", self.dir,
+                        doc.get("key", {}).get("checkpoint"))
+            return {"key": self.key, "layers": {}, "stale": "recomputed: manifest names another checkpoint or dataset"}
+        return doc
+
+    @staticmethod
+    def file_name(layer: str, pooling: Mapping) -> str:
+        return f"{layer}-{_digest(dict(pooling), 8)}.npy"
+
+    def load(self, doc: dict, layer: str, pooling: Mapping, n: int) -> tuple[np.ndarray | None, str]:
+        """(memmap, "hit") or (None, why it cannot be used)."""
+        name = self.file_name(layer, pooling)
+        meta = doc["layers"].get(name)
+        if meta is None:
+            return None, doc.get("stale", "miss")
+        path = self.dir / name
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            return None, f"recomputed: {path.name} unreadable ({e})"
+        if arr.dtype != np.float32 or arr.ndim != 2 or list(arr.shape) != meta["shape"] or arr.shape[0] != n:
+            return None, f"recomputed: {path.name} has shape {arr.shape} {arr.dtype}, expected {meta['shape']}"
+        if path.stat().st_size != arr.offset + arr.nbytes:
+            return None, f"recomputed: {path.name} has {path.stat().st_size} bytes, expected {arr.offset + arr.nbytes}"
+        return arr, "hit"
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Serialize extraction of one entry between processes (a suite may run evaluators side by side)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@torch.inference_mode()
+def extract(taps: FeatureTaps, dataset, outputs: Mapping[str, Path], *, images: Sequence[str], batch_size: int,
+            workers: int, device: str, precision: str = "fp32", channels_last: bool = False,
+            desc: str = "features") -> None:
+    """One pass of ``taps`` over ``dataset`` (in order), writing ``layer -> (N, D) float32 .npy`` to ``outputs``.
+
+    Files are written under temporary names and renamed only after the whole pass, so an interrupted run
+    leaves no file that looks complete. Raises DataError naming the images whose features are not finite.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"features.precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    device_type = torch.device(device).type
+    taps = taps.eval().to(device)
+    if channels_last:
+        taps = taps.to(memory_format=torch.channels_last)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device_type == "cuda")
+    n = len(dataset)
+    arrays, tmp_paths, bad = {}, {}, []
+    try:
+        start = 0
+        for batch, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
+            batch = batch.to(device, non_blocking=True)
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
+                out = taps(batch)
+            stop = start + len(batch)
+            for layer, feats in out.items():
+                feats = feats.float().cpu().numpy()
+                if layer not in arrays:
+                    tmp_paths[layer] = outputs[layer].with_name(f".{outputs[layer].name}.{os.getpid()}.tmp")
+                    arrays[layer] = np.lib.format.open_memmap(tmp_paths[layer], mode="w+", dtype=np.float32,
+                                                              shape=(n, feats.shape[1]))
+                arrays[layer][start:stop] = feats
+                bad += (np.flatnonzero(~np.isfinite(feats).all(axis=1)) + start).tolist()
+            start = stop
+        if bad:
+            bad = sorted(set(bad))
+            names = ", ".join(str(images[i]) for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
+            raise DataError(f"{desc}: features of {len(bad)} image(s) contain NaN or Inf: {names}")
+        for layer, arr in arrays.items():
+            arr.flush()
+            os.replace(tmp_paths[layer], outputs[layer])
+    finally:
+        arrays.clear()
+        for tmp in tmp_paths.values():
+            if tmp.exists():
+                tmp.unlink()
+
+
+def load_split(backbone, cfg: DictConfig, cache_dir: Path, split: str, *, device: str = "cpu", workers: int = 2,
+               layers: Sequence[str] | None = None) -> FeatureSplit:
+    """Features of ``cfg.data`` / ``split`` for ``layers`` (default ``cfg.features.layers``), from the cache or
+    from one backbone pass that computes every missing layer together."""
+    fcfg = cfg.features
+    layers = list(layers or fcfg.layers)
+    pooling = {name: OmegaConf.to_container(fcfg.pooling[name], resolve=True) if name in fcfg.pooling else None
+               for name in layers}
+    missing_spec = [name for name, spec in pooling.items() if spec is None]
+    if missing_spec:
+        raise ConfigError(f"{cfg.get('_source_', 'config')}: no features.pooling entry for {missing_spec}")
+    tspec = OmegaConf.to_container(cfg.transform, resolve=True)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    dataset = open_dataset(data, split, build_transform(tspec))
+    labels, classes, images = dataset_items(dataset)
+    root = Path(str(data["root"])).resolve()
+    rel = [os.path.relpath(p, root) for p in images]
+    key = {
+        "version": CACHE_VERSION,
+        "checkpoint": backbone_fingerprint(backbone),
+        "dataset": {"reader": data["reader"], "root": str(root), "split": split, "classes": classes,
+                    "images": _digest(rel, 64), "n": len(images)},
+        "transform": tspec,
+        "precision": fcfg.get("precision", "fp32"),
+        "channels_last": bool(fcfg.get("channels_last", False)),
+    }
+    entry = _Entry(cache_dir, key)
+    with entry.lock():
+        doc = entry.manifest()
+        found, status = {}, {}
+        for name in layers:
+            arr, why = entry.load(doc, name, pooling[name], len(images))
+            if arr is not None:
+                found[name] = arr
+            status[name] = why
+        todo = [name for name in layers if name not in found]
+        if todo:
+            for name in todo:
+                if status[name] != "miss":
+                    log.warning("%s: %s", entry.dir, status[name])
+            taps = FeatureTaps(backbone.build_model(), todo, {n: pooling[n] for n in todo})
+            taps.dims(input_size(tspec))  # a pooling spec that does not fit fails here, before the pass
+            outputs = {name: entry.dir / entry.file_name(name, pooling[name]) for name in todo}
+            extract(taps, dataset, outputs, images=images, batch_size=int(fcfg.batch_size), workers=workers,
+                    device=device, precision=key["precision"], channels_last=key["channels_last"],
+                    desc=f"features {Path(root).name}/{split}")
+            doc.pop("stale", None)
+            for name in todo:
+                arr = np.load(outputs[name], mmap_mode="r")
+                doc["layers"][outputs[name].name] = {"layer": name, "pooling": pooling[name],
+                                                     "shape": list(arr.shape), "dtype": "float32"}
+                found[name] = arr
+            atomic_write_text(entry.manifest_path, json.dumps(doc, indent=1, sort_keys=True))
+    return FeatureSplit(features={name: found[name] for name in layers}, labels=labels, classes=classes,
+                        images=images, cache=status)

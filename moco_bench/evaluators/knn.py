@@ -1,0 +1,153 @@
+"""Weighted kNN classification on frozen GAP features (mmselfsup knn_eval, from DINO's eval_knn).
+
+Features are L2-normalized; each validation image's ``max(k)`` nearest train features by inner product
+(cosine) are found once with faiss, and every ``k`` of the config is answered from that one search: the
+first ``k`` neighbours vote ``exp(sim / T)`` for their class. Top-5 looks at the first ``min(5, k)`` ranks,
+as the reference does, and a class without votes never counts as predicted.
+
+Memory stays bounded on ImageNet-size sets: on CPU the train features are streamed in chunks against a
+chunk of queries and the running top-k merged in a faiss ResultHeap, so no N x D index (10 GB for ImageNet
+at 2048-d) is held; with faiss-gpu and a CUDA device, a GPU flat index holds them instead.
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Dict, Sequence, Tuple
+
+import faiss
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from moco_bench.errors import ConfigError, DataError
+from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
+from moco_bench.evaluators.features import check_finite, load_split, read_rows
+
+
+def _as_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return x if isinstance(x, np.ndarray) else np.asarray(x)  # keeps a cache memmap a memmap
+
+
+def _normalized(rows: np.ndarray, start: int, what: str) -> np.ndarray:
+    """``rows`` (a fresh chunk from read_rows) divided in place by max(||row||, 1e-12), torch's normalize rule;
+    NaN/Inf is an error."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    bad = np.flatnonzero(~np.isfinite(norms[:, 0]))
+    if len(bad):
+        raise DataError(f"kNN: {what} features of rows {(bad[:10] + start).tolist()} contain NaN or Inf")
+    rows /= np.maximum(norms, 1e-12)
+    return rows
+
+
+def _gpu_ok(device: str) -> bool:
+    return device.startswith("cuda") and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def search(train_feats, val_feats, k: int, *, query_chunk: int = 16384, train_chunk: int = 65536,
+           device: str = "cpu") -> Tuple[np.ndarray, np.ndarray]:
+    """``(sims, indices)``, each ``(n_val, k)`` sorted by decreasing cosine similarity, of the ``k`` nearest
+    L2-normalized train rows for each L2-normalized val row. Inputs may be memory maps; they are read in chunks.
+    """
+    n_train, dim = train_feats.shape
+    if k > n_train:
+        raise ConfigError(f"kNN: k={k} is larger than the training set ({n_train} images)")
+    sims = np.empty((len(val_feats), k), dtype=np.float32)
+    idx = np.empty((len(val_feats), k), dtype=np.int64)
+    if _gpu_ok(device):
+        res = faiss.StandardGpuResources()
+        index = faiss.GpuIndexFlatIP(res, dim)
+        for start in range(0, n_train, train_chunk):
+            index.add(_normalized(read_rows(train_feats, start, start + train_chunk), start, "train"))
+        for start in range(0, len(val_feats), query_chunk):
+            sims[start:start + query_chunk], idx[start:start + query_chunk] = index.search(
+                _normalized(read_rows(val_feats, start, start + query_chunk), start, "val"), k)
+        return sims, idx
+    for qs in range(0, len(val_feats), query_chunk):
+        queries = _normalized(read_rows(val_feats, qs, qs + query_chunk), qs, "val")
+        heap = faiss.ResultHeap(len(queries), k, keep_max=True)
+        for ts in range(0, n_train, train_chunk):
+            base = _normalized(read_rows(train_feats, ts, ts + train_chunk), ts, "train")
+            d, i = faiss.knn(queries, base, min(k, len(base)), metric=faiss.METRIC_INNER_PRODUCT)
+            heap.add_result(d, i + ts)
+        heap.finalize()
+        sims[qs:qs + len(queries)], idx[qs:qs + len(queries)] = heap.D, heap.I
+    return sims, idx
+
+
+def vote(sims: np.ndarray, neighbour_labels: np.ndarray, val_labels: np.ndarray, ks: Sequence[int], T: float,
+         num_classes: int, chunk: int = 8192) -> Dict[int, Tuple[float, float]]:
+    """``{k: (top1 %, top5 %)}`` from the ``max(ks)`` sorted neighbours' similarities and labels."""
+    hits = {k: np.zeros(2, dtype=np.int64) for k in ks}
+    for start in range(0, len(sims), chunk):
+        w = torch.from_numpy(np.exp(sims[start:start + chunk].astype(np.float64) / T))
+        lab = torch.from_numpy(neighbour_labels[start:start + chunk])
+        target = torch.from_numpy(val_labels[start:start + chunk]).view(-1, 1)
+        for k in ks:
+            scores = torch.zeros(len(w), num_classes, dtype=torch.float64).scatter_add_(1, lab[:, :k], w[:, :k])
+            top, pred = scores.topk(min(5, k, num_classes), dim=1)
+            correct = (pred == target) & (top > 0)
+            hits[k] += np.array([correct[:, 0].sum().item(), correct.any(dim=1).sum().item()])
+    return {k: (100.0 * float(h[0]) / len(sims), 100.0 * float(h[1]) / len(sims)) for k, h in hits.items()}
+
+
+def knn_multi_k(train_feats, train_labels, val_feats, val_labels, ks: Sequence[int], T: float,
+                num_classes: int | None = None, *, query_chunk: int = 16384, train_chunk: int = 65536,
+                device: str = "cpu") -> Dict[int, Tuple[float, float]]:
+    """``{k: (top1 %, top5 %)}`` for every ``k`` from one search of ``max(ks)`` neighbours.
+
+    Accepts numpy arrays, memory maps or torch tensors (normalized or not).
+    """
+    train_labels = _as_numpy(train_labels).astype(np.int64)
+    val_labels = _as_numpy(val_labels).astype(np.int64)
+    train_feats, val_feats = _as_numpy(train_feats), _as_numpy(val_feats)
+    if len(train_labels) != len(train_feats) or len(val_labels) != len(val_feats):
+        raise ValueError("kNN: features and labels differ in length")
+    if num_classes is None:
+        num_classes = int(max(train_labels.max(), val_labels.max())) + 1
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ConfigError(f"kNN: k values must be positive integers, got {ks}")
+    sims, idx = search(train_feats, val_feats, ks[-1], query_chunk=query_chunk, train_chunk=train_chunk,
+                       device=device)
+    return vote(sims, train_labels[idx], val_labels, ks, T, num_classes)
+
+
+def knn_top1(train_feats, train_labels, val_feats, val_labels, k: int, T: float) -> float:
+    """Top-1 (%) of the weighted kNN vote (the pretraining kNN monitor's number)."""
+    return knn_multi_k(train_feats, train_labels, val_feats, val_labels, [k], T)[k][0]
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@EVALUATORS.register("knn")
+def knn(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
+    """kNN on ``features.layers[0]`` (GAP): metrics ``top1@k<k>`` and ``top5@k<k>`` for every k of ``knn.k``."""
+    layer = cfg.features.layers[0]
+    with ctx.stage("features"):
+        train = load_split(backbone, cfg, ctx.cache_dir, cfg.data.train_split, device=ctx.device,
+                           workers=ctx.workers, layers=[layer])
+        val = load_split(backbone, cfg, ctx.cache_dir, cfg.data.test_split, device=ctx.device, workers=ctx.workers,
+                         layers=[layer])
+    if train.classes != val.classes:
+        raise DataError(f"{cfg.data.root}: {cfg.data.train_split} and {cfg.data.test_split} have different classes")
+    with ctx.stage("knn"):
+        check_finite(train.features[layer], train.images, f"{cfg.data.train_split} split")
+        check_finite(val.features[layer], val.images, f"{cfg.data.test_split} split")
+        res = knn_multi_k(train.features[layer], train.labels, val.features[layer], val.labels, list(cfg.knn.k),
+                          float(cfg.knn.temperature), len(train.classes), query_chunk=int(cfg.knn.query_chunk),
+                          train_chunk=int(cfg.knn.train_chunk), device=ctx.device)
+    metrics = {}
+    for k, (top1, top5) in res.items():
+        metrics[f"top1@k{k}"], metrics[f"top5@k{k}"] = top1, top5
+    info = {"dataset": str(cfg.data.root), "split": f"{cfg.data.train_split}->{cfg.data.test_split}",
+            "layer": layer, "precision": str(cfg.features.precision), "temperature": float(cfg.knn.temperature),
+            "feature_cache": {"train": train.cache, "val": val.cache},
+            "index": "faiss GpuIndexFlatIP" if _gpu_ok(ctx.device) else "faiss knn, streamed train chunks"}
+    return EvalOutput(metrics=metrics, details={"peak_rss_mib": peak_rss_mib()}, info=info)

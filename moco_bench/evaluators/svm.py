@@ -1,0 +1,405 @@
+"""VOC07 SVM and low-shot SVM on frozen features (fair_self_supervision_benchmark tools/svm, as run by
+mmselfsup and vissl).
+
+One binary linear SVM per class (squared hinge, L2, positives weighted 2:1) on L2-normalized features; its
+cost is chosen by 3-fold cross-validated average precision on trainval, refit on all of trainval and scored
+on test with the envelope AP of :mod:`moco_bench.evaluators.ap`.
+
+The solver is cyanure by default. Its objective is ``(1/n) sum 0.5 max(0, 1 - y f)^2 + lambda/2 ||w||^2``,
+so ``lambda = 1 / (2 C n)`` gives LinearSVC(C)'s minimizer; cyanure has no sample weights, so a class weight
+of 2 duplicates each positive row (n counts the copies), and the intercept is a penalized constant feature as
+in liblinear. ``backend: sklearn`` runs the anchors' LinearSVC itself, for checking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
+
+import numpy as np
+from joblib import Parallel, delayed
+from omegaconf import DictConfig, OmegaConf
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import average_precision_score
+from sklearn.model_selection import StratifiedKFold
+from tqdm import tqdm
+
+from moco_bench.errors import ConfigError, DataError
+from moco_bench.evaluators.ap import average_precision
+from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
+
+
+@dataclass(frozen=True)
+class SVMParams:
+    """One binary SVM's settings (the config's ``svm`` block, less the cost grid)."""
+
+    backend: str = "cyanure"
+    positive_weight: float = 2.0
+    tol: float = 1e-4
+    max_iter: int = 2000
+    cv_folds: int = 3
+    normalize_eps: float = 1e-5
+    dtype: str = "float64"
+    difficult_in_train: str = "negative"
+    cyanure_tol: float = 1e-3
+    cyanure_solver: str = "qning-miso"
+    intercept_scaling: float = 1.0
+
+    @classmethod
+    def from_config(cls, svm: Mapping) -> "SVMParams":
+        weights = svm["class_weight"]
+        if float(weights["negative"]) != 1.0:
+            raise ConfigError("svm.class_weight.negative must be 1 (the positive weight is relative to it)")
+        if svm.get("loss", "squared_hinge") != "squared_hinge" or svm.get("penalty", "l2") != "l2":
+            raise ConfigError("svm: only loss squared_hinge with penalty l2 (the protocol's LinearSVC) is supported")
+        p = cls(backend=svm["backend"], positive_weight=float(weights["positive"]), tol=float(svm["tol"]),
+                max_iter=int(svm["max_iter"]), cv_folds=int(svm["cv_folds"]),
+                normalize_eps=float(svm["normalize_eps"]), dtype=str(svm["dtype"]),
+                difficult_in_train=str(svm["difficult_in_train"]), cyanure_tol=float(svm["cyanure_tol"]),
+                cyanure_solver=str(svm["cyanure_solver"]), intercept_scaling=float(svm["intercept_scaling"]))
+        if p.backend not in ("cyanure", "sklearn"):
+            raise ConfigError(f"svm.backend {p.backend!r}: expected cyanure or sklearn")
+        if p.backend == "cyanure" and p.positive_weight != int(p.positive_weight):
+            raise ConfigError("svm.class_weight.positive must be a whole number with cyanure (rows are duplicated)")
+        if p.difficult_in_train not in ("negative", "ignore"):
+            raise ConfigError(f"svm.difficult_in_train {p.difficult_in_train!r}: expected negative or ignore")
+        if p.intercept_scaling <= 0:
+            raise ConfigError("svm.intercept_scaling must be positive")
+        if p.dtype not in ("float32", "float64"):
+            raise ConfigError(f"svm.dtype {p.dtype!r}: expected float32 or float64")
+        return p
+
+
+def l2_normalize(x: np.ndarray, eps: float, dtype: str = "float64") -> np.ndarray:
+    """``x / (||x|| + eps)`` row-wise, the anchors' normalization (a new array of ``dtype``)."""
+    x = np.asarray(x, dtype=dtype)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + eps)
+
+
+def fit_path(X: np.ndarray, y: np.ndarray, costs: Sequence[float], p: SVMParams,
+             stats: Dict[str, int] | None = None) -> List[Tuple[np.ndarray, float]]:
+    """``(w, b)`` of LinearSVC(C, class_weight {1: w, -1: 1}) on labels ``y`` in {1, -1}, for each cost.
+
+    As in liblinear, the intercept is the weight of a constant feature (``intercept_scaling``), penalized with
+    the others, so both backends minimize the same objective (cyanure's own intercept would be unpenalized).
+    cyanure solves the costs in increasing order, each warm-started from the previous solution, with a
+    MISO-type solver: at large costs (tiny lambda) on real, correlated features, cyanure's ``auto`` choice
+    (a quasi-Newton ISTA) and cold starts can stop at ``max_iter`` far from the optimum, where warm-started
+    qning-miso converges in tens of passes. ``stats["max_iter"]`` counts solves that hit ``max_iter``.
+    """
+    stats = stats if stats is not None else {}
+    if p.backend == "sklearn":
+        from sklearn.svm import LinearSVC
+
+        out = []
+        for cost in costs:
+            clf = LinearSVC(C=cost, class_weight={1: p.positive_weight, -1: 1.0}, penalty="l2",
+                            loss="squared_hinge", dual=True, tol=p.tol, max_iter=p.max_iter,
+                            intercept_scaling=p.intercept_scaling, random_state=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf.fit(X, y)
+            stats["max_iter"] = stats.get("max_iter", 0) + int(clf.n_iter_ >= p.max_iter)
+            out.append((clf.coef_.ravel().astype(np.float64), float(clf.intercept_[0])))
+        return out
+    from cyanure.estimators import Classifier
+
+    rows = np.concatenate([np.arange(len(y))] + [np.flatnonzero(y > 0)] * (int(p.positive_weight) - 1))
+    Xd = np.empty((len(rows), X.shape[1] + 1), dtype=p.dtype)
+    Xd[:, :-1] = X[rows]
+    Xd[:, -1] = p.intercept_scaling
+    yd = y[rows].astype(p.dtype)
+    clf = Classifier(loss="sqhinge", penalty="l2", fit_intercept=False, tol=p.cyanure_tol, max_iter=p.max_iter,
+                     solver=p.cyanure_solver, verbose=False, n_threads=1, safe=False, warm_start=True)
+    out: List = [None] * len(costs)
+    for i in np.argsort(costs, kind="stable"):
+        clf.set_params(lambda_1=1.0 / (2.0 * costs[i] * len(yd)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(Xd, yd)
+        stats["max_iter"] = stats.get("max_iter", 0) + int(np.max(clf.n_iter_) >= p.max_iter)
+        coef = np.asarray(clf.coef_, dtype=np.float64).ravel()
+        out[i] = (coef[:-1].copy(), float(coef[-1] * p.intercept_scaling))
+    return out
+
+
+def fit_binary(X: np.ndarray, y: np.ndarray, cost: float, p: SVMParams, costs: Sequence[float] = (),
+               stats: Dict[str, int] | None = None) -> Tuple:
+    """``(w, b)`` at ``cost``; with cyanure the solve walks up the smaller ``costs`` first (warm starts)."""
+    path = sorted({float(c) for c in costs if c < cost}) + [cost] if p.backend == "cyanure" else [cost]
+    return fit_path(X, y, path, p, stats)[-1]
+
+
+def cross_validated_ap(X: np.ndarray, y: np.ndarray, costs: Sequence[float], p: SVMParams,
+                       folds: int | None = None, stats: Dict[str, int] | None = None) -> np.ndarray:
+    """Mean AP over stratified folds (unshuffled, as sklearn's ``cross_val_score(cv=3)``) for each cost.
+
+    The fold score is scikit-learn's average_precision_score, the anchors' ``scoring='average_precision'``.
+    """
+    folds = folds or p.cv_folds
+    ap = np.zeros((len(costs), folds))
+    for f, (tr, va) in enumerate(StratifiedKFold(n_splits=folds).split(X, y)):
+        Xva = X[va]
+        for i, (w, b) in enumerate(fit_path(X[tr], y[tr], costs, p, stats)):
+            ap[i, f] = average_precision_score(y[va] > 0, Xva @ w + b)
+    return ap.mean(axis=1)
+
+
+def _train_labels(t: np.ndarray, p: SVMParams) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows used for training and their {1, -1} labels from VOC's 1/-1/0. The anchors' trainval targets keep
+    difficult images as negatives (their 0 is 'absent' and VOC's 0 becomes -1); ``ignore`` drops them."""
+    rows = np.flatnonzero(t != 0) if p.difficult_in_train == "ignore" else np.arange(len(t))
+    return rows, np.where(t[rows] > 0, 1, -1).astype(np.int32)
+
+
+def _one_class(X, t, Xtest, ttest, costs, p: SVMParams, name: str) -> dict:
+    rows, y = _train_labels(t, p)
+    n_pos = int((y > 0).sum())
+    if n_pos < p.cv_folds:
+        raise DataError(f"class {name!r}: {n_pos} positive training image(s); {p.cv_folds}-fold "
+                        "cross-validation needs at least one per fold")
+    Xc, stats = X[rows], {}
+    cv = cross_validated_ap(Xc, y, costs, p, stats=stats)
+    best = int(np.argmax(cv))  # first best, in config order, as np.argmax in the anchors
+    w, b = fit_binary(Xc, y, costs[best], p, costs, stats)
+    ap = average_precision(ttest, Xtest @ w + b, what=f"test class {name!r}")
+    return {"cost": float(costs[best]), "cv_ap": cv.tolist(), "ap": ap, "max_iter": stats.get("max_iter", 0)}
+
+
+def _parallel(tasks: list, n_jobs: int, desc: str) -> list:
+    """Run joblib ``delayed`` tasks over ``n_jobs`` processes (cyanure holds the GIL), in order, with progress."""
+    if n_jobs == 1:
+        return [fn(*args, **kw) for fn, args, kw in tqdm(tasks, desc=desc, leave=False)]
+    runner = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator")
+    return list(tqdm(runner(tasks), total=len(tasks), desc=desc, leave=False))
+
+
+@contextlib.contextmanager
+def _normalized_pair(train_X, test_X, p: SVMParams, n_jobs: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """L2-normalized train and test features; for several processes, as memory maps in a temporary folder,
+    so the workers share one copy instead of receiving one each."""
+    X, Xt = l2_normalize(train_X, p.normalize_eps, p.dtype), l2_normalize(test_X, p.normalize_eps, p.dtype)
+    if n_jobs == 1:
+        yield X, Xt
+        return
+    with tempfile.TemporaryDirectory(prefix="moco-bench-svm-") as tmp:
+        np.save(Path(tmp) / "train.npy", X)
+        np.save(Path(tmp) / "test.npy", Xt)
+        del X, Xt
+        yield np.load(Path(tmp) / "train.npy", mmap_mode="r"), np.load(Path(tmp) / "test.npy", mmap_mode="r")
+
+
+def _check_inputs(train_X, test_X, images) -> None:
+    """NaN/Inf features are an error that names the images (or rows, for bare arrays)."""
+    from moco_bench.evaluators.features import check_finite
+
+    images = images or ([f"row {i}" for i in range(len(train_X))], [f"row {i}" for i in range(len(test_X))])
+    check_finite(train_X, images[0], "train split")
+    check_finite(test_X, images[1], "test split")
+
+
+def _check_positives(targets: np.ndarray, classes: Sequence[str], split: str) -> None:
+    empty = [name for c, name in enumerate(classes) if not (targets[:, c] > 0).any()]
+    if empty:
+        raise DataError(f"{split}: no positive example of class(es) {', '.join(empty)}; AP is undefined")
+
+
+def voc07_svm_on_features(train_X: np.ndarray, train_T: np.ndarray, test_X: np.ndarray, test_T: np.ndarray,
+                          classes: Sequence[str], costs: Sequence[float], p: SVMParams, n_jobs: int = 1,
+                          images: Tuple[Sequence[str], Sequence[str]] | None = None) -> dict:
+    """The full VOC07 SVM protocol on given features: ``{mAP, ap, cost, cv_ap, max_iter}`` (AP in percent).
+
+    ``images`` (train, test image names) lets a NaN/Inf error name the images instead of row numbers.
+    """
+    _check_inputs(train_X, test_X, images)
+    _check_positives(train_T, classes, "train split")
+    _check_positives(test_T, classes, "test split")
+    with _normalized_pair(train_X, test_X, p, n_jobs) as (X, Xt):
+        tasks = [delayed(_one_class)(X, train_T[:, c], Xt, test_T[:, c], list(costs), p, name)
+                 for c, name in enumerate(classes)]
+        out = _parallel(tasks, n_jobs, "svm classes")
+    aps = [100.0 * o["ap"] for o in out]
+    return {"mAP": float(np.mean(aps)), "ap": dict(zip(classes, aps)),
+            "cost": {name: o["cost"] for name, o in zip(classes, out)},
+            "cv_ap": {name: o["cv_ap"] for name, o in zip(classes, out)},
+            "max_iter": int(sum(o["max_iter"] for o in out))}
+
+
+# --- low-shot -------------------------------------------------------------------------------------------------
+
+def sample_lowshot(t: np.ndarray, k: int, negatives: int, rng: np.random.Generator, name: str) -> np.ndarray:
+    """Sorted row indices of ``k`` positives and ``negatives`` negatives of one class (difficult never drawn),
+    as the anchors' create_voc_low_shot_samples does per class."""
+    pos, neg = np.flatnonzero(t > 0), np.flatnonzero(t < 0)
+    if k > len(pos) or negatives > len(neg):
+        raise DataError(f"low-shot k={k}: class {name!r} has {len(pos)} positive and {len(neg)} negative training "
+                        f"images; the sample needs {k} and {negatives} (k larger than the training set)")
+    return np.sort(np.concatenate([rng.choice(pos, k, replace=False), rng.choice(neg, negatives, replace=False)]))
+
+
+def _lowshot_task(X, t, Xtest, ttest, rows, costs, p: SVMParams, mode: str, folds: int, fixed: int | None,
+                  name: str) -> dict:
+    """One (k, sample, class): legacy -> test AP for every cost; cv -> chosen cost and its test AP."""
+    Xc, y, stats = X[rows], np.where(t[rows] > 0, 1, -1).astype(np.int32), {}
+
+    def test_ap(w, b):
+        return 100.0 * average_precision(ttest, Xtest @ w + b, what=f"test class {name!r}")
+
+    if mode == "test":
+        out = {"test_ap": [test_ap(w, b) for w, b in fit_path(Xc, y, costs, p, stats)]}
+    elif fixed is not None:
+        out = {"cost_index": fixed, "ap": test_ap(*fit_binary(Xc, y, costs[fixed], p, costs, stats))}
+    else:
+        cv = cross_validated_ap(Xc, y, costs, p, folds=folds, stats=stats)
+        best = int(np.argmax(cv))
+        out = {"cost_index": best, "cv_ap": cv.tolist(),
+               "ap": test_ap(*fit_binary(Xc, y, costs[best], p, costs, stats))}
+    return {**out, "max_iter": stats.get("max_iter", 0)}
+
+
+def lowshot_on_features(train_X, train_T, test_X, test_T, classes: Sequence[str], costs: Sequence[float],
+                        p: SVMParams, *, ks: Sequence[int], seeds: Sequence[int], negatives_per_positive: int | None,
+                        selection: str = "cv", n_jobs: int = 1, images=None) -> dict:
+    """Low-shot VOC07 SVM: for each k and seeded sample, per-class SVMs on k positives + negatives.
+
+    ``selection``: ``cv`` picks each (k, sample, class) cost by stratified cross-validation on the sample
+    itself with ``min(cv_folds, k)`` folds; where k < 2 allows no fold with a positive, the class takes the
+    cost cross-validation chose for it at the smallest cross-validatable k of the same seed (never the test
+    set). ``test`` is the anchors' legacy rule: one cost per k, the one with the best mean TEST mAP.
+    Returns per-k ``mean/min/max/std`` of the sample mAPs (percent), the per-sample mAPs and the chosen costs.
+    """
+    if selection not in ("cv", "test"):
+        raise ConfigError(f"lowshot.cost_selection {selection!r}: expected cv or test")
+    _check_inputs(train_X, test_X, images)
+    _check_positives(test_T, classes, "test split")
+    cv_ks = sorted(k for k in ks if k >= 2)
+    if selection == "cv" and not cv_ks and any(k < 2 for k in ks):
+        raise ConfigError("lowshot: k=1 borrows its cost from a cross-validated k >= 2; add one to lowshot.k")
+    n_neg = negatives_per_positive if negatives_per_positive is not None else len(classes) - 1
+    samples = {}  # (k, seed index, class) -> rows
+    for k in ks:
+        for s, seed in enumerate(seeds):
+            rng = np.random.default_rng([int(seed), int(k)])
+            for c, name in enumerate(classes):
+                samples[k, s, c] = sample_lowshot(train_T[:, c], k, n_neg * k, rng, name)
+
+    def run(keys, fixed=None):
+        tasks = [delayed(_lowshot_task)(X, train_T[:, c], Xt, test_T[:, c], samples[k, s, c], list(costs), p,
+                                        selection, min(p.cv_folds, k), None if fixed is None else fixed[s, c],
+                                        classes[c]) for k, s, c in keys]
+        return dict(zip(keys, _parallel(tasks, n_jobs, "low-shot svm")))
+
+    keys = list(samples)
+    with _normalized_pair(train_X, test_X, p, n_jobs) as (X, Xt):
+        if selection == "cv":
+            results = run([key for key in keys if key[0] >= 2])
+            if any(k < 2 for k in ks):
+                donor = {(s, c): results[cv_ks[0], s, c]["cost_index"] for s in range(len(seeds))
+                         for c in range(len(classes))}
+                results.update(run([key for key in keys if key[0] < 2], fixed=donor))
+        else:
+            results = run(keys)
+
+    out = {"k": {}, "selection": selection, "max_iter": int(sum(r["max_iter"] for r in results.values()))}
+    for k in ks:
+        if selection == "test":
+            # (samples, costs) of mean-over-classes test AP; the cost maximizing the mean over samples
+            grid = np.array([[np.mean([results[k, s, c]["test_ap"][i] for c in range(len(classes))])
+                              for i in range(len(costs))] for s in range(len(seeds))])
+            best = int(np.argmax(grid.mean(axis=0)))
+            maps = grid[:, best]
+            chosen = {"cost": float(costs[best]), "test_map_per_cost": grid.mean(axis=0).tolist()}
+        else:
+            maps = np.array([np.mean([results[k, s, c]["ap"] for c in range(len(classes))])
+                             for s in range(len(seeds))])
+            chosen = {"cost": [{name: float(costs[results[k, s, c]["cost_index"]]) for c, name in enumerate(classes)}
+                               for s in range(len(seeds))],
+                      "borrowed_from_k": cv_ks[0] if k < 2 else None}
+        out["k"][k] = {"mean": float(maps.mean()), "min": float(maps.min()), "max": float(maps.max()),
+                       "std": float(maps.std()), "per_seed": maps.tolist(), **chosen}
+    return out
+
+
+# --- evaluators -----------------------------------------------------------------------------------------------
+
+def _costs(cfg: DictConfig) -> List[float]:
+    costs = [float(c) for c in cfg.svm.costs]
+    if not costs or min(costs) <= 0:
+        raise ConfigError(f"{cfg.get('_source_', 'config')}: svm.costs must be a non-empty list of positive numbers")
+    return costs
+
+
+def _splits(backbone, cfg: DictConfig, ctx: EvalContext):
+    from moco_bench.evaluators.features import load_split
+
+    with ctx.stage("features"):
+        train = load_split(backbone, cfg, ctx.cache_dir, cfg.data.train_split, device=ctx.device,
+                           workers=ctx.workers)
+        test = load_split(backbone, cfg, ctx.cache_dir, cfg.data.test_split, device=ctx.device, workers=ctx.workers)
+    return train, test
+
+
+def _info(cfg: DictConfig, layers, train, test, **extra) -> Dict:
+    pooling = {name: OmegaConf.to_container(cfg.features.pooling[name], resolve=True) for name in layers}
+    return {"dataset": str(cfg.data.root), "split": f"{cfg.data.train_split}->{cfg.data.test_split}",
+            "layer": layers[0], "layers": list(layers), "pooling": pooling,
+            "precision": str(cfg.features.precision), "feature_cache": {"train": train.cache, "test": test.cache},
+            **extra}
+
+
+def _n_jobs(cfg: DictConfig, ctx: EvalContext) -> int:
+    return int(cfg.svm.get("n_jobs") or ctx.workers or 1)
+
+
+@EVALUATORS.register("voc07_svm")
+def voc07_svm(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
+    """VOC07 SVM: metrics ``mAP`` (first layer of ``features.layers``) and ``<layer>_mAP`` for every layer."""
+    p, costs, layers = SVMParams.from_config(cfg.svm), _costs(cfg), list(cfg.features.layers)
+    train, test = _splits(backbone, cfg, ctx)
+    metrics, details = {}, {}
+    for layer in layers:
+        with ctx.stage(f"svm_{layer}"):
+            res = voc07_svm_on_features(train.features[layer], train.labels, test.features[layer], test.labels,
+                                        train.classes, costs, p, n_jobs=_n_jobs(cfg, ctx),
+                                        images=(train.images, test.images))
+        metrics[f"{layer}_mAP"] = res["mAP"]
+        details[layer] = {"per_class_ap": res["ap"], "chosen_cost": res["cost"], "cv_ap": res["cv_ap"],
+                          "solves_at_max_iter": res["max_iter"]}
+    metrics["mAP"] = metrics[f"{layers[0]}_mAP"]
+    if len(layers) == 1:
+        del metrics[f"{layers[0]}_mAP"]
+    details["costs"] = costs
+    info = _info(cfg, layers, train, test, backend=p.backend, difficult_in_train=p.difficult_in_train)
+    return EvalOutput(metrics=metrics, details=details, info=info)
+
+
+@EVALUATORS.register("voc07_lowshot_svm")
+def voc07_lowshot_svm(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
+    """Low-shot VOC07 SVM: ``mAP@k<k>`` (mean over samples) and ``_min``/``_max``/``_std`` per k, first layer."""
+    p, costs = SVMParams.from_config(cfg.svm), _costs(cfg)
+    layer = cfg.features.layers[0]
+    train, test = _splits(backbone, cfg, ctx)
+    lcfg = cfg.lowshot
+    with ctx.stage(f"lowshot_{layer}"):
+        res = lowshot_on_features(train.features[layer], train.labels, test.features[layer], test.labels,
+                                  train.classes, costs, p, ks=[int(k) for k in lcfg.k],
+                                  seeds=[int(s) for s in lcfg.seeds],
+                                  negatives_per_positive=lcfg.negatives_per_positive,
+                                  selection=str(lcfg.cost_selection), n_jobs=_n_jobs(cfg, ctx),
+                                  images=(train.images, test.images))
+    metrics, per_seed = {}, {}
+    for k, r in res["k"].items():
+        metrics[f"mAP@k{k}"] = r["mean"]
+        for stat in ("min", "max", "std"):
+            metrics[f"mAP@k{k}_{stat}"] = r[stat]
+        per_seed[f"mAP@k{k}"] = r["per_seed"]
+    variant = ("lowshot cost chosen on test mAP (legacy, as the anchors)" if res["selection"] == "test"
+               else "lowshot cost chosen by cross-validation on each sample")
+    info = _info(cfg, [layer], train, test, backend=p.backend, seeds=[int(s) for s in lcfg.seeds],
+                 cost_selection=res["selection"], variant=variant)
+    details = {"k": res["k"], "costs": costs, "solves_at_max_iter": res["max_iter"]}
+    return EvalOutput(metrics=metrics, per_seed=per_seed, details=details, info=info)

@@ -1,0 +1,55 @@
+"""SLURM jobs through submitit, for pretraining and evaluations.
+
+:func:`submit` sends a :class:`DistributedJob` as one job of ``nodes`` x ``tasks_per_node`` tasks (one task per
+GPU). Each task exports torch.distributed's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR``, ``MASTER_PORT``) from submitit's JobEnvironment, so the job function joins the process group
+with ``init_method="env://"`` exactly as under torchrun. ``cluster="local"`` runs the same job as local
+subprocesses and ``cluster="debug"`` in this process: the code path the tests and dry runs use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import submitit
+from submitit.helpers import Checkpointable, TorchDistributedEnvironment
+
+
+class DistributedJob(Checkpointable):
+    """``fn(*args, **kwargs)`` run in every task of a job, with the process-group environment set.
+
+    Checkpointable: on preemption or timeout, submitit requeues ``self.checkpoint()``'s submission (by default
+    the same call; subclasses change the arguments, e.g. to resume from the latest checkpoint).
+    """
+
+    def __init__(self, fn: Callable, *args: Any, **kwargs: Any):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def __call__(self) -> Any:
+        # The device is chosen from LOCAL_RANK, so every task keeps all of its node's GPUs visible.
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        return self.fn(*self.args, **self.kwargs)
+
+
+def submit(job: Callable[[], Any], *, folder: str | Path, nodes: int = 1, gpus_per_node: int = 0,
+           tasks_per_node: Optional[int] = None, partition: Optional[str] = None, timeout_min: int = 60,
+           cpus_per_task: Optional[int] = None, mem_gb: Optional[float] = None, name: str = "moco-bench",
+           cluster: Optional[str] = None) -> submitit.Job:
+    """Submit ``job`` (a callable taking no argument, e.g. a :class:`DistributedJob`); returns submitit's Job.
+
+    ``tasks_per_node`` defaults to one per GPU (one when there is none). ``cluster``: None picks SLURM where
+    it is available and local processes otherwise; ``"slurm"``, ``"local"`` or ``"debug"`` force one.
+    ``job.result()`` (or ``job.results()``, one per task) waits for it and re-raises a task's error.
+    """
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    params = dict(nodes=nodes, gpus_per_node=gpus_per_node, tasks_per_node=tasks_per_node or max(1, gpus_per_node),
+                  timeout_min=timeout_min, name=name)
+    if cpus_per_task is not None:
+        params["cpus_per_task"] = cpus_per_task
+    if mem_gb is not None:
+        params["mem_gb"] = mem_gb
+    if partition is not None:
+        params["slurm_partition"] = partition
+    executor.update_parameters(**params)
+    return executor.submit(job)

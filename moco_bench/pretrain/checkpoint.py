@@ -1,0 +1,106 @@
+"""Checkpoints in the official MoCo layout, plus what an exact resume needs.
+
+``checkpoint_{epoch:04d}.pth.tar`` (0-based epoch in the name, the number of finished epochs in ``epoch``) holds
+``epoch``, ``arch``, ``state_dict`` (keys under ``module.``, as DistributedDataParallel names them in
+facebookresearch/moco's main_moco.py) and ``optimizer``: every tool that reads the official checkpoints reads
+these. Resuming also restores ``scheduler``, the per-rank RNG states (``rng``) and checks ``config``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from moco_bench.errors import CheckpointError, ConfigError
+from moco_bench.results.atomic import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+PATTERN = re.compile(r"checkpoint_(\d{4,})\.pth\.tar$")
+
+
+def checkpoint_name(epoch_index: int) -> str:
+    return f"checkpoint_{epoch_index:04d}.pth.tar"
+
+
+def latest_checkpoint(out_dir: Path) -> Optional[Path]:
+    """The checkpoint of the last finished epoch in ``out_dir``, or None."""
+    found = [(int(m.group(1)), p) for p in Path(out_dir).glob("checkpoint_*.pth.tar") if (m := PATTERN.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def rng_state() -> Dict[str, Any]:
+    """This process's random generators (the augmentations, the key shuffle and the loader seeds use them)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save(path: Path, *, epoch: int, arch: str, model: torch.nn.Module, optimizer, scheduler,
+         rng: List[Dict[str, Any]], config: dict) -> None:
+    """Write a checkpoint atomically: an interrupted write leaves the previous checkpoints intact."""
+    state = {
+        "epoch": epoch,
+        "arch": arch,
+        "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng,
+        "config": config,
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_for_resume(path: Path, cfg_model) -> Dict[str, Any]:
+    """Read a checkpoint to resume from and check that it fits the config, before any compute is spent."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: resume checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    keys = set(ckpt) if isinstance(ckpt, dict) else set()
+    missing = {"epoch", "arch", "state_dict", "optimizer", "scheduler", "rng"} - keys
+    if missing:
+        raise CheckpointError(f"{path}: not a moco-bench pretraining checkpoint (missing {sorted(missing)})")
+    if ckpt["arch"] != cfg_model.arch:
+        raise ConfigError(f"{path}: checkpoint is a {ckpt['arch']}, the config asks for model.arch={cfg_model.arch}")
+    queue = ckpt["state_dict"].get("module.queue")
+    if queue is None or tuple(queue.shape) != (cfg_model.dim, cfg_model.K):
+        shape = None if queue is None else tuple(queue.shape)
+        raise ConfigError(f"{path}: queue of shape {shape}, the config asks for (dim, K)=({cfg_model.dim}, "
+                          f"{cfg_model.K})")
+    return ckpt
+
+
+def restore(ckpt: Dict[str, Any], path: Path, *, model, optimizer, scheduler, rank: int, world_size: int) -> int:
+    """Load model (both encoders, queue and pointer), optimizer, scheduler and RNG; return the next epoch."""
+    state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
+    try:
+        model.load_state_dict(state)
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: does not match the configured model: {e}") from None
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if len(ckpt["rng"]) == world_size:
+        set_rng_state(ckpt["rng"][rank])
+    else:
+        log.warning("%s was written by %d processes, this run has %d: random streams are not restored, so the "
+                    "run continues correctly but not bit for bit", path, len(ckpt["rng"]), world_size)
+    return int(ckpt["epoch"])

@@ -1,0 +1,215 @@
+"""The MoCo pretraining loop (after facebookresearch/moco main_moco.py), with exact resume and up-front checks.
+
+Everything that can be wrong with the input (queue size vs batch, dataset, resume checkpoint, monitor data) is
+checked before the first step; a non-finite loss stops the run at once, naming the step and the last good
+checkpoint, which is kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from moco_bench.config import resolved, save_config
+from moco_bench.data.imagefolder import ImageFolder
+from moco_bench.data.transforms import TwoCropsTransform, moco_v1_augment, moco_v2_augment
+from moco_bench.errors import ConfigError, DataError, MocoBenchError, ResultExistsError
+from moco_bench.models.moco import MoCo
+from moco_bench.pretrain import checkpoint, distributed
+from moco_bench.pretrain.log import MetricLog
+from moco_bench.pretrain.monitor import KnnMonitor
+
+log = logging.getLogger(__name__)
+AUGMENTS = {"moco_v1": moco_v1_augment, "moco_v2": moco_v2_augment}
+
+
+class TrainingDiverged(MocoBenchError):
+    """The loss became NaN or infinite."""
+
+
+def lr_factor(epoch: int, *, schedule: str, epochs: int, milestones) -> float:
+    """main_moco.py's per-epoch schedule: half a cosine period (``--cos``) or x0.1 at each milestone."""
+    if schedule == "cos":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    return 0.1 ** sum(epoch >= m for m in milestones)
+
+
+def check_config(cfg: DictConfig, world_size: int) -> None:
+    src, batch, K = cfg.get("_source_", "config"), cfg.data.batch_size, cfg.model.K
+    if batch % world_size:
+        raise ConfigError(f"{src}: data.batch_size={batch} (global) does not split over {world_size} processes")
+    if K % batch:
+        raise ConfigError(f"{src}: model.K={K} must be a multiple of the global batch data.batch_size={batch}: each "
+                          "step replaces one batch of keys in the queue")
+    if world_size == 1 and batch % cfg.model.bn_splits:
+        raise ConfigError(f"{src}: data.batch_size={batch} is not a multiple of model.bn_splits={cfg.model.bn_splits}")
+    if cfg.optim.schedule not in ("cos", "step"):
+        raise ConfigError(f"{src}: optim.schedule={cfg.optim.schedule!r}; expected cos or step")
+    if cfg.augment.kind not in AUGMENTS:
+        raise ConfigError(f"{src}: augment.kind={cfg.augment.kind!r}; expected one of {sorted(AUGMENTS)}")
+    if cfg.optim.epochs < 1:
+        raise ConfigError(f"{src}: optim.epochs must be at least 1")
+
+
+def resume_path(cfg: DictConfig, out_dir: Path) -> Optional[Path]:
+    """``resume``: a checkpoint path, ``auto`` (the latest in ``output_dir``, if any) or null (a fresh run)."""
+    latest = checkpoint.latest_checkpoint(out_dir)
+    if cfg.resume == "auto":
+        return latest
+    if cfg.resume:
+        return Path(cfg.resume)
+    if latest is not None:
+        raise ResultExistsError(f"{out_dir} already holds {latest.name}: pass resume=auto to continue that run, "
+                                "or choose another output_dir")
+    return None
+
+
+def build_dataset(cfg: DictConfig) -> ImageFolder:
+    aug = {k: v for k, v in resolved(cfg.augment).items() if k != "kind"}
+    dataset = ImageFolder(Path(cfg.data.train), TwoCropsTransform(AUGMENTS[cfg.augment.kind](**aug)))
+    if len(dataset) < cfg.data.batch_size:
+        raise DataError(f"{cfg.data.train}: {len(dataset)} images, fewer than one global batch "
+                        f"(data.batch_size={cfg.data.batch_size})")
+    dataset[0]  # read and augment one image now rather than fail after the model is built
+    return dataset
+
+
+def build_monitor(cfg: DictConfig) -> Optional[KnnMonitor]:
+    m = cfg.monitor
+    if not m.knn_every:
+        return None
+    return KnnMonitor(m.train, m.val, k=m.k, T=m.T, resize=m.resize, crop=m.crop, mean=cfg.augment.mean,
+                      std=cfg.augment.std, batch_size=m.batch_size, workers=cfg.data.workers)
+
+
+def gather_rng(world_size: int) -> list:
+    """Every rank's RNG state, in rank order (each rank draws its own augmentations)."""
+    if world_size == 1:
+        return [checkpoint.rng_state()]
+    states = [None] * world_size
+    dist.all_gather_object(states, checkpoint.rng_state())
+    return states
+
+
+def pretrain(cfg: DictConfig) -> Optional[Path]:
+    """Train MoCo as ``cfg`` says; returns the last checkpoint written (on rank 0; None elsewhere)."""
+    env = distributed.setup(cfg.device)
+    if env.device.type == "cpu" and cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    try:
+        return _pretrain(cfg, env)
+    finally:
+        distributed.teardown(env)
+
+
+def preflight(cfg: DictConfig, world_size: int):
+    """The checks that need no data: config numbers and the resume checkpoint. Returns (path, checkpoint) or
+    (None, None); run again by each job, and before submitting one."""
+    check_config(cfg, world_size)
+    resume = resume_path(cfg, Path(cfg.output_dir))
+    return (resume, checkpoint.load_for_resume(resume, cfg.model)) if resume else (None, None)
+
+
+def _pretrain(cfg: DictConfig, env: distributed.DistEnv) -> Optional[Path]:
+    resume, ckpt = preflight(cfg, env.world_size)
+    out_dir = Path(cfg.output_dir)
+    dataset = build_dataset(cfg)
+    monitor = build_monitor(cfg)  # on every rank, so that a bad path stops them all (rank 0 alone uses it)
+
+    random.seed(cfg.seed + env.rank)
+    torch.manual_seed(cfg.seed + env.rank)
+    mc = cfg.model
+    bn_splits = mc.bn_splits if env.world_size == 1 else 1  # across ranks, each rank is one BN group
+    moco = MoCo(mc.arch, dim=mc.dim, K=mc.K, m=mc.m, T=mc.T, mlp=mc.mlp, bn_splits=bn_splits).to(env.device)
+    model = moco
+    if env.world_size > 1:
+        # Buffers are synced once, here, not before every step as main_moco.py's DDP default does: the queue stays
+        # identical on all ranks (keys are gathered) and only rank 0's BN statistics are saved, so the per-step
+        # broadcast of the whole queue would change nothing.
+        model = DistributedDataParallel(moco, device_ids=[env.device] if env.device.type == "cuda" else None,
+                                        forward_sync_buffers=False)
+    # All parameters, the key encoder's too (they get no gradient), as in main_moco.py: the optimizer state
+    # then has the official checkpoint's layout.
+    optimizer = torch.optim.SGD(model.parameters(), cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        lr_factor, schedule=cfg.optim.schedule, epochs=cfg.optim.epochs, milestones=list(cfg.optim.milestones)))
+    start_epoch = 0
+    if ckpt is not None:
+        start_epoch = checkpoint.restore(ckpt, resume, model=moco, optimizer=optimizer, scheduler=scheduler,
+                                         rank=env.rank, world_size=env.world_size)
+        log.info("resumed from %s at epoch %d", resume, start_epoch)
+
+    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True)
+    loader = DataLoader(dataset, cfg.data.batch_size // env.world_size, sampler=sampler,
+                        num_workers=cfg.data.workers, pin_memory=env.device.type == "cuda", drop_last=True)
+    logs = None
+    if env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+        logs = MetricLog(out_dir, cfg.log.tensorboard, start_epoch, start_epoch * len(loader))
+    last = resume
+    try:
+        for epoch in range(start_epoch, cfg.optim.epochs):
+            sampler.set_epoch(epoch)
+            train_one_epoch(model, loader, optimizer, epoch=epoch, env=env, logs=logs, log_every=cfg.log.every,
+                            last_checkpoint=last)
+            scheduler.step()
+            rng = gather_rng(env.world_size)
+            if env.is_main:
+                last = out_dir / checkpoint.checkpoint_name(epoch)
+                checkpoint.save(last, epoch=epoch + 1, arch=mc.arch, model=moco, optimizer=optimizer,
+                                scheduler=scheduler, rng=rng, config=resolved(cfg))
+            if env.is_main and monitor is not None and (epoch + 1) % cfg.monitor.knn_every == 0:
+                top1 = monitor(moco.encoder_q, env.device)
+                logs.write("knn", (epoch + 1) * len(loader), {"epoch": epoch, "top1": top1})
+                tqdm.write(f"epoch {epoch}: kNN top-1 {top1:.2f} (k={cfg.monitor.k}, T={cfg.monitor.T})")
+            if env.world_size > 1:
+                dist.barrier()  # the others wait for rank 0's checkpoint and monitor
+    finally:
+        if logs is not None:
+            logs.close()
+    return last if env.is_main else None
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, *, epoch: int, env, logs: Optional[MetricLog],
+                    log_every: int, last_checkpoint: Optional[Path]) -> None:
+    model.train()
+    criterion = nn.CrossEntropyLoss()
+    steps, global_batch = len(loader), loader.batch_size * env.world_size
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not env.is_main, dynamic_ncols=True)
+    tick, tick_step = time.perf_counter(), 0
+    for i, (images, _) in enumerate(bar):
+        im_q, im_k = (x.to(env.device, non_blocking=True) for x in images)
+        logits, labels = model(im_q, im_k)
+        loss = criterion(logits, labels)
+        if not distributed.all_finite(loss):
+            kept = f"the last good checkpoint, {last_checkpoint}, is kept" if last_checkpoint else "no checkpoint yet"
+            raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, step {i} (global step "
+                                   f"{epoch * steps + i}); stopped before the update; {kept}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if logs is not None and (i % log_every == 0 or i == steps - 1):
+            now = time.perf_counter()
+            acc1 = 100.0 * (logits.argmax(1) == 0).float().mean().item()  # (K+1)-way: is the positive key first?
+            row = {"epoch": epoch, "loss": loss.item(), "acc1": acc1, "lr": optimizer.param_groups[0]["lr"],
+                   "images_per_s": (i + 1 - tick_step) * global_batch / (now - tick)}
+            tick, tick_step = now, i + 1
+            logs.write("train", epoch * steps + i, row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.4g}", img_s=f"{row['images_per_s']:.0f}")
+

@@ -1,0 +1,134 @@
+"""Feature taps and the feature cache: protocol dims, one extraction shared by three evaluators, stale or
+truncated caches recomputed, NaN features named, reduced precision."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torchvision
+from omegaconf import OmegaConf
+
+import moco_bench.evaluators.svm  # noqa: F401  (registers voc07_svm and voc07_lowshot_svm)
+from moco_bench.config import load_config
+from moco_bench.convert import load_backbone
+from moco_bench.errors import ConfigError, DataError
+from moco_bench.evaluators.base import EVALUATORS, EvalContext
+from moco_bench.evaluators.features import build_transform, check_finite, load_split
+from moco_bench.models.taps import FeatureTaps
+
+EVALUATE = Path(__file__).resolve().parent.parent / "evaluate"
+LAYERS = ["feature1", "feature2", "feature3", "feature4", "feature5", "gap"]
+
+
+def pooling(config):
+    return OmegaConf.to_container(load_config(EVALUATE / config).features.pooling)
+
+
+def test_protocol_pooling_gives_the_published_dims():
+    dims = FeatureTaps(torchvision.models.resnet50(), LAYERS, pooling("voc07_svm.yaml")).dims(224)
+    assert dims == {"feature1": 9216, "feature2": 9216, "feature3": 8192, "feature4": 9216, "feature5": 8192,
+                    "gap": 2048}
+    demo = FeatureTaps(torchvision.models.resnet18(), LAYERS, pooling("demo/voc07_svm.yaml")).dims(64)
+    assert demo == {"feature1": 1024, "feature2": 1024, "feature3": 512, "feature4": 1024, "feature5": 512, "gap": 512}
+    with pytest.raises(ConfigError, match="does not fit 64px"):
+        FeatureTaps(torchvision.models.resnet18(), ["feature5"], pooling("voc07_svm.yaml")).dims(64)
+    with pytest.raises(ConfigError, match="unknown feature layer"):
+        FeatureTaps(torchvision.models.resnet18(), ["res5"], pooling("voc07_svm.yaml"))
+
+
+def test_transform_spec():
+    from PIL import Image
+
+    voc = build_transform({"resize": 64, "square": 64, "mean": [0.5] * 3, "std": [0.5] * 3})
+    assert tuple(voc(Image.new("RGB", (128, 96))).shape) == (3, 64, 64)
+    with pytest.raises(ConfigError, match="crop or square"):
+        build_transform({"resize": 64, "mean": [0.5] * 3, "std": [0.5] * 3})
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_transform({"resize": 64, "crop": 64, "flip": True, "mean": [0.5] * 3, "std": [0.5] * 3})
+
+
+def _cfg(root, *overrides):
+    return load_config(EVALUATE / "demo/voc07_svm.yaml", [f"data.root={root}", *overrides])
+
+
+def _files(cache):
+    return sorted(p.relative_to(cache) for p in cache.rglob("*.npy"))
+
+
+def test_cache_hit_partial_and_recomputation(minivoc_root, tmp_path):
+    backbone, cache = load_backbone("random:resnet18"), tmp_path / "cache"
+    first = load_split(backbone, _cfg(minivoc_root), cache, "test", workers=0)
+    assert first.cache == {"feature5": "miss"} and first.features["feature5"].shape == (40, 512)
+    assert first.labels.shape == (40, 10) and len(first.images) == 40
+    again = load_split(backbone, _cfg(minivoc_root), cache, "test", workers=0)
+    assert again.cache == {"feature5": "hit"}
+    np.testing.assert_array_equal(again.features["feature5"], first.features["feature5"])
+    reference = np.array(first.features["feature5"])
+
+    # another layer joins the same entry; the cached one is not recomputed
+    both = load_split(backbone, _cfg(minivoc_root, "features.layers=[feature5,feature3]"), cache, "test", workers=0)
+    assert both.cache == {"feature5": "hit", "feature3": "miss"} and len(_files(cache)) == 2
+
+    # a truncated array is recomputed, to the same numbers
+    path = next(p for p in cache.rglob("feature5-*.npy"))
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 100)
+    fixed = load_split(backbone, _cfg(minivoc_root), cache, "test", workers=0)
+    assert fixed.cache["feature5"].startswith("recomputed: feature5-")
+    np.testing.assert_allclose(fixed.features["feature5"], reference, rtol=1e-5, atol=1e-6)
+
+    # a manifest written for another checkpoint does not vouch for these files
+    manifest = path.parent / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    doc["key"]["checkpoint"] = "0" * 64
+    manifest.write_text(json.dumps(doc))
+    stale = load_split(backbone, _cfg(minivoc_root), cache, "test", workers=0)
+    assert stale.cache["feature5"].startswith("recomputed: manifest names another checkpoint")
+
+    # another checkpoint has its own entry
+    other = load_split(load_backbone("random:resnet18@1"), _cfg(minivoc_root), cache, "test", workers=0)
+    assert other.cache == {"feature5": "miss"}
+    assert not np.allclose(other.features["feature5"], reference)
+
+
+def test_one_extraction_for_three_evaluators(minivoc_root, tmp_path):
+    backbone = load_backbone("random:resnet18")
+    ctx = EvalContext(out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", workers=1)
+    configs = [("demo/voc07_svm.yaml", []), ("demo/voc07_svm_vissl.yaml", []),
+               ("demo/voc07_lowshot_svm.yaml", ["lowshot.k=[1,2]", "lowshot.seeds=[1]"])]
+    caches = []
+    for name, extra in configs:
+        cfg = load_config(EVALUATE / name, [f"data.root={minivoc_root}", *extra])
+        out = EVALUATORS.get(cfg.evaluator)(backbone, cfg, ctx)
+        caches.append(out.info["feature_cache"])
+    assert caches[0] == {"train": {"feature5": "miss"}, "test": {"feature5": "miss"}}
+    assert caches[1] == caches[2] == {"train": {"feature5": "hit"}, "test": {"feature5": "hit"}}
+    assert len(_files(tmp_path / "cache")) == 2  # trainval and test, feature5 each: one backbone pass per split
+
+
+def test_nan_features_name_the_images(minivoc_root, tmp_path):
+    backbone = load_backbone("random:resnet18")
+    backbone.state_dict = dict(backbone.state_dict)
+    var = backbone.state_dict["bn1.running_var"].clone()
+    var[0] = -1.0  # sqrt of a negative variance: NaN in every image's features
+    backbone.state_dict["bn1.running_var"] = var
+    with pytest.raises(DataError, match=r"features of 40 image\(s\) contain NaN or Inf: .*000041\.jpg"):
+        load_split(backbone, _cfg(minivoc_root), tmp_path / "cache", "test", workers=0)
+    assert _files(tmp_path / "cache") == []  # nothing half-written is left to be mistaken for a cache
+    feats = np.ones((4, 3), dtype=np.float32)
+    feats[2, 1] = np.nan
+    with pytest.raises(DataError, match=r"1 image\(s\) contain NaN or Inf: c\.jpg$"):
+        check_finite(feats, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "test split")
+
+
+def test_bf16_channels_last_is_its_own_entry_and_close_to_fp32(minivoc_root, tmp_path):
+    backbone, cache = load_backbone("random:resnet18"), tmp_path / "cache"
+    fp32 = load_split(backbone, _cfg(minivoc_root), cache, "test", workers=0)
+    bf16 = load_split(backbone, _cfg(minivoc_root, "features.precision=bf16", "features.channels_last=true"),
+                      cache, "test", workers=0)
+    assert bf16.cache == {"feature5": "miss"}
+    a, b = np.asarray(fp32.features["feature5"]), np.asarray(bf16.features["feature5"])
+    assert np.isfinite(b).all() and not np.array_equal(a, b)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() > 0.99

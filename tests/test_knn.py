@@ -1,0 +1,81 @@
+"""Weighted kNN: equal to a plain torch implementation of the vote, every k from one search, bad input,
+and the evaluator end to end on the embedded ImageFolder."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from moco_bench.config import load_config
+from moco_bench.convert import load_backbone
+from moco_bench.errors import ConfigError, DataError
+from moco_bench.evaluators.base import EVALUATORS, EvalContext
+from moco_bench.evaluators.knn import knn_multi_k, knn_top1
+
+EVALUATE = Path(__file__).resolve().parent.parent / "evaluate"
+
+
+def clusters(n, classes=10, d=32, seed=0):
+    rng, centers = np.random.default_rng(seed), np.random.default_rng(7).standard_normal((classes, d))
+    labels = rng.integers(0, classes, n)
+    return (centers[labels] + 1.3 * rng.standard_normal((n, d))).astype(np.float32), labels
+
+
+def torch_reference(train, train_labels, val, val_labels, k, T, classes):
+    """DINO/mmselfsup's weighted vote written plainly: full similarity matrix, topk, one-hot sum, sort."""
+    train = torch.nn.functional.normalize(torch.from_numpy(train), dim=1)
+    val = torch.nn.functional.normalize(torch.from_numpy(val), dim=1)
+    sims, idx = (val @ train.T).topk(k, dim=1)
+    one_hot = torch.zeros(len(val), k, classes).scatter_(2, torch.from_numpy(train_labels)[idx].unsqueeze(2), 1)
+    votes = (one_hot * (sims / T).exp().unsqueeze(2)).sum(1)
+    top, pred = votes.sort(1, descending=True)
+    correct = (pred == torch.from_numpy(val_labels).view(-1, 1)) & (top > 0)
+    return 100.0 * correct[:, 0].sum().item() / len(val), 100.0 * correct[:, : min(5, k)].any(1).sum().item() / len(val)
+
+
+def test_every_k_from_one_search_equals_the_plain_vote():
+    train, train_labels = clusters(300)
+    val, val_labels = clusters(120, seed=1)
+    ks = [1, 3, 10, 20, 100, 200]
+    # tiny chunks: the train stream is merged in faiss' ResultHeap across 9 chunks, queries in 8 chunks
+    res = knn_multi_k(train, train_labels, val, val_labels, ks, 0.07, 10, query_chunk=16, train_chunk=37)
+    assert list(res) == ks
+    for k in ks:
+        ref = torch_reference(train, train_labels, val, val_labels, k, 0.07, 10)
+        assert res[k] == ref, k
+    assert 20 < res[20][0] < 100 and res[20][1] >= res[20][0]
+    assert res[1][0] == res[1][1]  # top-5 of a single neighbour is its top-1, as in the reference
+    one = knn_multi_k(train, train_labels, val, val_labels, [20], 0.07, 10)
+    assert one[20] == res[20]
+
+
+def test_knn_top1_takes_torch_tensors():
+    train, train_labels = clusters(200)
+    val, val_labels = clusters(50, seed=1)
+    top1 = knn_top1(torch.from_numpy(train), torch.from_numpy(train_labels), torch.from_numpy(val),
+                    torch.from_numpy(val_labels), 20, 0.07)
+    assert top1 == pytest.approx(torch_reference(train, train_labels, val, val_labels, 20, 0.07, 10)[0])
+
+
+def test_bad_input():
+    train, train_labels = clusters(30)
+    val, val_labels = clusters(10, seed=1)
+    with pytest.raises(ConfigError, match="larger than the training set"):
+        knn_multi_k(train, train_labels, val, val_labels, [10, 31], 0.07)
+    val[4, 3] = np.inf
+    with pytest.raises(DataError, match=r"rows \[4\]"):
+        knn_multi_k(train, train_labels, val, val_labels, [10], 0.07)
+
+
+def test_knn_evaluator_end_to_end(imagefolder_root, tmp_path):
+    cfg = load_config(EVALUATE / "demo/imagenet_knn.yaml", [f"data.root={imagefolder_root}"])
+    ctx = EvalContext(out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", workers=1)
+    out = EVALUATORS.get("knn")(load_backbone("random:resnet18"), cfg, ctx)
+    assert set(out.metrics) == {f"top{t}@k{k}" for t in (1, 5) for k in (10, 20, 100, 200)}
+    assert all(0 <= v <= 100 for v in out.metrics.values())
+    assert out.metrics["top1@k20"] > 10  # 10 classes: a random ResNet-18's GAP still clusters Fashion-MNIST
+    assert out.info["layer"] == "gap" and out.details["peak_rss_mib"] > 0
+    with pytest.raises(ConfigError, match="larger than the training set"):  # 200 train images
+        EVALUATORS.get("knn")(load_backbone("random:resnet18"), load_config(
+            EVALUATE / "demo/imagenet_knn.yaml", [f"data.root={imagefolder_root}", "knn.k=[10,201]"]), ctx)
