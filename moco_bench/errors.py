@@ -33,6 +33,10 @@ class MissingDependency(MocoBenchError):
     """An optional library (detectron2, faiss-gpu) is not installed; the message says how to install it."""
 
 
+class TrainingDiverged(MocoBenchError):
+    """A loss became NaN or infinite; the message says where (epoch, step) and what was kept."""
+
+
 def describe(exc: BaseException) -> str:
     """One line saying what went wrong. torch's DataLoader re-raises a worker's exception with the text
     "Caught X in DataLoader worker process N" and the original traceback; the original message is its last line."""

@@ -9,7 +9,8 @@ from pathlib import Path
 def _eval(args) -> int:
     from moco_bench.evaluators.runner import evaluate_checkpoint
 
-    record = evaluate_checkpoint(args.checkpoint, args.config, args.overrides, out_root=args.out, force=args.force,
+    overrides = list(args.overrides) + ([f"trials={args.trials}"] if args.trials is not None else [])
+    record = evaluate_checkpoint(args.checkpoint, args.config, overrides, out_root=args.out, force=args.force,
                                  device=args.device, workers=args.workers)
     metrics = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
     print(f"{record['evaluation']['name']}: {record['status']}" + (f" ({metrics})" if metrics else ""))
@@ -48,6 +49,8 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace a finished result")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers and parallel jobs")
+    p.add_argument("--trials", type=int, default=None,
+                   help="independent runs (seeds) reported as mean and std, for protocols with a 'trials' key")
     p.set_defaults(func=_eval)
 
     a = sub.add_parser("eval-all", help="run every evaluation of a suite on a checkpoint (resumable)")

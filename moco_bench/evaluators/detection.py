@@ -31,9 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from moco_bench.config import resolved
 from moco_bench.convert import write_detectron2
-from moco_bench.errors import ConfigError, MissingDependency
+from moco_bench.errors import ConfigError, MissingDependency, TrainingDiverged
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
-from moco_bench.evaluators.lincls_train import TrainingDiverged
 from moco_bench.results.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)

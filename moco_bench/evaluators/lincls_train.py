@@ -29,16 +29,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
-from moco_bench.errors import ConfigError, MocoBenchError
+from moco_bench.errors import ConfigError, TrainingDiverged
 from moco_bench.evaluators.heads import Heads
 from moco_bench.results.atomic import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pth.tar"
-
-
-class TrainingDiverged(MocoBenchError):
-    """The loss became NaN or infinite (usually a learning rate too high for this backbone)."""
 
 
 class BackboneChanged(RuntimeError):
