@@ -73,8 +73,10 @@ def run_evaluation(
     if main_rank:
         save_config(cfg, work_dir / "config.yaml")
     ctx = EvalContext(out_dir=work_dir, cache_dir=paths.data_cache() / "features", device=device, workers=workers)
+    # comparable: the published protocol on the published data; demo, quick and fast variants say false.
     evaluation = {"name": cfg.name, "protocol": cfg.evaluator, "config": resolved(cfg),
-                  "benchmark": cfg.get("benchmark", cfg.name)}
+                  "benchmark": cfg.get("benchmark", cfg.name), "variant": cfg.get("variant", ""),
+                  "comparable": bool(cfg.get("comparable", True))}
     start, status, error, output = now(), "ok", None, None
     try:
         output = EVALUATORS.get(cfg.evaluator)(backbone, cfg, ctx)

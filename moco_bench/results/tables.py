@@ -37,7 +37,9 @@ def ours(results: pd.DataFrame) -> pd.DataFrame:
     keep = set(records.loc[records["file"] == newest, "file"])
     notes = dict(zip(records["file"], counts))
     ok = ok[ok["file"].isin(keep)].copy()
-    ok["note"] = [f"newest of {notes[f]} results" if notes[f] > 1 else "" for f in ok["file"]]
+    ok["note"] = ["; ".join(n for n in (f"newest of {notes[f]} results" if notes[f] > 1 else "",
+                                        "" if c else "not comparable with published (other data or protocol)") if n)
+                  for f, c in zip(ok["file"], ok["comparable"])]
     ok["row"] = "ours"
     ok["layer"] = [layer_of(m, "", lay) for m, lay in zip(ok["metric"], ok["layer"])]
     ok["protocol"] = [e + (f" [{v}]" if v else "") for e, v in zip(ok["evaluation"], ok["variant"])]
