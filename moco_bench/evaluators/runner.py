@@ -23,16 +23,15 @@ from moco_bench.errors import ConfigError, DatasetNotFound, MissingDependency, R
 from moco_bench.evaluators import EVALUATORS, load_all
 from moco_bench.evaluators.base import EvalContext
 from moco_bench.results.schema import make_record, now
-from moco_bench.results.store import is_finished, write_result
+from moco_bench.results.store import checkpoint_label, is_finished, write_result
 
 log = logging.getLogger(__name__)
 SKIP_ERRORS = (DatasetNotFound, MissingDependency)
 
 
 def checkpoint_id(backbone) -> str:
-    """Folder name of a checkpoint's results: file stem plus the first 8 hex digits of its hash."""
-    stem = Path(str(backbone.path)).name.split(".")[0].replace(":", "-").replace("@", "-s")
-    return f"{stem}-{backbone.sha256[:8]}"
+    """Folder name of a checkpoint's results (see :func:`checkpoint_label`)."""
+    return checkpoint_label(backbone.path, backbone.sha256)
 
 
 def check_config(cfg: DictConfig) -> None:

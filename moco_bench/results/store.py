@@ -14,6 +14,13 @@ from moco_bench.results.atomic import atomic_write_text
 from moco_bench.results.schema import SchemaError, validate
 
 
+def checkpoint_label(path: str, sha256: str) -> str:
+    """A checkpoint's name in folders and tables: its file stem (or ``random-<arch>-s<seed>``) and 8 hex digits
+    of its hash, so two checkpoints with the same file name never share a results folder."""
+    stem = Path(str(path)).name.split(".")[0].replace(":", "-").replace("@", "-s")
+    return f"{stem}-{str(sha256)[:8]}"
+
+
 def read_result(path: Path) -> Dict[str, Any]:
     """Read and validate one record; raises ``SchemaError`` naming the file on anything malformed."""
     path = Path(path)

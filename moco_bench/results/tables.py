@@ -15,14 +15,11 @@ from typing import Dict, Optional, Sequence
 import pandas as pd
 
 from moco_bench.results.published import layer_of
+from moco_bench.results.store import checkpoint_label
 
 COLUMNS = ["row", "method", "epochs", "arch", "dataset", "protocol", "layer", "metric", "value", "delta", "reference",
            "source", "note"]
 DEFAULT_REFERENCE = ("MoCo v2", "200")
-
-
-def _label(path: str, sha: str) -> str:
-    return f"{Path(str(path)).name.split('.')[0]}-{sha[:8]}"
 
 
 def ours(results: pd.DataFrame) -> pd.DataFrame:
@@ -30,7 +27,7 @@ def ours(results: pd.DataFrame) -> pd.DataFrame:
     ok = results[results["status"] == "ok"].copy()
     if ok.empty:
         return pd.DataFrame(columns=COLUMNS + ["benchmark", "table"])
-    ok["method"] = [_label(p, s) for p, s in zip(ok["checkpoint"], ok["sha256"])]
+    ok["method"] = [checkpoint_label(p, s) for p, s in zip(ok["checkpoint"], ok["sha256"])]
     records = ok.drop_duplicates(["file"])[["file", "method", "evaluation", "finished"]].sort_values("finished")
     counts = records.groupby(["method", "evaluation"])["file"].transform("count")
     newest = records.groupby(["method", "evaluation"])["file"].transform("last")

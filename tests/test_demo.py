@@ -1,0 +1,37 @@
+"""A reduced `make demo`, end to end: data, pretraining, eval-all on pretrained and random, the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from moco_bench.demo import run_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_reduced_demo_end_to_end(imagefolder_root, minivoc_root, tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "version: 1\nname: reduced-demo\nevaluations:\n"
+        f"  - config: {ROOT / 'evaluate/demo/imagenet_knn.yaml'}\n    overrides: [benchmark=imagenet_knn]\n"
+        f"  - config: {ROOT / 'evaluate/demo/voc07_svm.yaml'}\n    overrides: ['svm.costs=[0.1,1.0]']\n"
+    )
+    report = run_demo(
+        tmp_path / "demo",
+        pretrain_overrides=["optim.epochs=1", "data.batch_size=32", "model.K=256", "monitor.knn_every=0"],
+        data={"imagefolder": dict(train_per_class=20, val_per_class=10, size=32),
+              "minivoc": dict(n_trainval=40, n_test=40)},
+        suite=suite,
+    )
+    assert (tmp_path / "demo" / "pretrain" / "checkpoint_0000.pth.tar").is_file()
+    text = report.read_text()
+    assert "## imagenet_knn" in text and "## voc07_svm" in text
+    knn = pd.read_csv(report.parent / "tables" / "imagenet_knn.csv")
+    ours = knn[knn["row"] == "ours"]
+    assert set(ours["method"].str.rsplit("-", n=1).str[0]) == {"checkpoint_0000", "random-resnet18-s0"}
+    assert ours["delta"].isna().all() and ours["note"].str.contains("not comparable").all()
+    assert (knn["row"] == "published").sum() >= 4
+    svm = pd.read_csv(report.parent / "tables" / "voc07_svm.csv")
+    assert set(svm["row"]) == {"ours", "published"} and (svm.loc[svm["row"] == "ours", "metric"] == "mAP").all()
