@@ -19,6 +19,7 @@ from moco_bench.errors import MocoBenchError, describe
 COMMAND_MODULES = (
     "moco_bench.data.cli",
     "moco_bench.convert.cli",
+    "moco_bench.pretrain.cli",
     "moco_bench.evaluators.cli",
     "moco_bench.results.cli",
     "moco_bench.demo",
