@@ -39,7 +39,8 @@ SETTINGS = {"fp32": ("fp32", False), "channels_last": ("fp32", True), "bf16": ("
 
 
 def throughput(arch, config, voc, n, batch, repeats, tmp):
-    cfg = load_config(REPO / config, [f"data.root={voc}"])
+    classes = ",".join(load_config(REPO / "evaluate/demo/voc07_svm.yaml").data.classes)
+    cfg = load_config(REPO / config, [f"data.root={voc}", f"data.classes=[{classes}]"])
     data = OmegaConf.to_container(cfg.data, resolve=True)
     dataset = Subset(open_dataset(data, "test", build_transform(OmegaConf.to_container(cfg.transform))), range(n))
     pooling = OmegaConf.to_container(cfg.features.pooling)
