@@ -6,8 +6,19 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from moco_bench.data import embedded
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """One intra-op thread: the tests' networks are tiny, and on a small shared machine two threads wait on each
+    other (a ResNet-18 pass went from 50 ms to 600 ms); DataLoader workers and gloo ranks use the other core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session", autouse=True)

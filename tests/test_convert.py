@@ -62,15 +62,6 @@ def _trained_like(model: nn.Module, seed: int) -> nn.Module:
     return model.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared machine, two threads thrash (a ResNet-18 pass goes 50 ms -> 600 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def r18() -> nn.Module:
     torch.manual_seed(18)

@@ -43,14 +43,6 @@ SHORT = ["SOLVER.MAX_ITER", 2, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.WARMUP_ITERS",
          "MODEL.RPN.POST_NMS_TOPK_TEST", 32]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny(data_cache):
     """An 8 + 4 image mini-VOC and its mini-COCO (the session's 40 + 40 set is slow to test on with R50-C4)."""

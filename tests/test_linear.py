@@ -32,16 +32,6 @@ EVALUATE = Path(__file__).resolve().parents[1] / "evaluate"
 CPU = DistInfo(0, 1, torch.device("cpu"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy shared machine each parallel op of a
-    2-thread pool can wait milliseconds for a descheduled thread; the other test modules get the pool back."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
     """A seeded random ResNet-18 written as a torchvision state-dict file and read back by the converter."""

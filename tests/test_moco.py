@@ -14,15 +14,6 @@ from moco_bench.models.moco import MoCo, SplitBatchNorm2d, make_encoder
 from moco_bench.pretrain import distributed
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two intra-op threads on two shared cores wait on each other (20x slower here); one is enough for tiny nets."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(**kw) -> MoCo:
     torch.manual_seed(0)
     args = dict(arch="resnet18", dim=16, K=32, m=0.9, T=0.2, mlp=True, bn_splits=1)

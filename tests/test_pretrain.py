@@ -24,15 +24,6 @@ RECIPES = sorted((ROOT / "pretrain").glob("*.yaml"))
 DEMO = ROOT / "pretrain" / "mocov2_demo_fmnist.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two intra-op threads on two shared cores wait on each other (20x slower here); one is enough for tiny nets."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_imagefolder(root: Path, classes: int = 2, per_class: int = 8, size: int = 32) -> Path:
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
