@@ -83,18 +83,18 @@ def timed(fn, *args, **kw):
     return out, time.perf_counter() - t0
 
 
-def cached_features(ckpt: str, n: int):
-    """feature5 of an embedded mini-VOC through the real feature cache (in a temporary data cache)."""
+def cached_features(ckpt: str, n: int, tmp: Path):
+    """feature5 of an embedded mini-VOC through the real feature cache (under ``tmp``), as in-memory arrays."""
     from moco_bench.convert import load_backbone
     from moco_bench.data.embedded import build_minivoc
     from moco_bench.evaluators.features import load_split
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-svm-"))
     voc = build_minivoc(tmp / "minivoc", n_trainval=n, n_test=n)
     cfg = load_config(REPO / "evaluate/demo/voc07_svm.yaml", [f"data.root={voc}"])
     backbone = load_backbone(ckpt)
     train, test = (load_split(backbone, cfg, tmp / "features", s, workers=1) for s in ("trainval", "test"))
-    return train.features["feature5"], train.labels, test.features["feature5"], test.labels, list(cfg.data.classes)
+    return (np.array(train.features["feature5"]), train.labels, np.array(test.features["feature5"]), test.labels,
+            list(cfg.data.classes))
 
 
 def compare(title, Xtr, Ttr, Xte, Tte, classes, jobs) -> tuple[float, float]:
@@ -123,7 +123,8 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     args = ap.parse_args()
-    Xtr, Ttr, Xte, Tte, classes = cached_features(args.ckpt, args.voc_n)
+    with tempfile.TemporaryDirectory(prefix="bench-svm-") as tmp:
+        Xtr, Ttr, Xte, Tte, classes = cached_features(args.ckpt, args.voc_n, Path(tmp))
     # start the worker processes (imports) before anything is timed
     voc07_svm_on_features(Xtr[:90], Ttr[:90], Xte, Tte, classes, [1.0], SVMParams.from_config(CFG.svm),
                           n_jobs=args.jobs)

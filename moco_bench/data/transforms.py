@@ -20,7 +20,8 @@ def _normalize(mean: Sequence[float], std: Sequence[float]) -> list:
 
 def eval_transform(resize: int, crop: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, square_resize: bool = False):
     """Resize then center-crop (the linear/kNN val transform); ``square_resize`` resizes to ``(resize, resize)``
-    first, as the VOC07 SVM anchors do before their 224x224 resize."""
+    instead of the shorter side. The VOC07 SVM transform (shorter side 256, then 224x224, no crop) is built
+    by ``moco_bench.evaluators.features.build_transform``."""
     first = T.Resize((resize, resize) if square_resize else resize)
     return T.Compose([first, T.CenterCrop(crop), *_normalize(mean, std)])
 
