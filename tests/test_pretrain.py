@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 
 from moco_bench.config import load_config, resolved
-from moco_bench.errors import CheckpointError, ConfigError, DataError, ResultExistsError
+from moco_bench.data.transforms import PILGaussianBlur
+from moco_bench.errors import CheckpointError, ConfigError, DataError, ResultExistsError, TrainingDiverged
 from moco_bench.launch.slurm import submit
 from moco_bench.pretrain import cli
 from moco_bench.pretrain.checkpoint import latest_checkpoint
-from moco_bench.pretrain.train import TrainingDiverged, check_config, lr_factor, pretrain
+from moco_bench.pretrain.train import check_config, lr_factor, pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "pretrain").glob("*.yaml"))
@@ -85,6 +86,7 @@ def test_recipes_load_and_hold_the_published_numbers():
     assert list(v1.optim.milestones) == [120, 160] and v1.optim.epochs == 200
     assert (v2.model.T, v2.model.mlp, v2.augment.kind, v2.optim.schedule) == (0.2, True, "moco_v2", "cos")
     assert v2.optim.epochs == 200 and v2_800.optim.epochs == 800
+    assert (list(v2.augment.blur_sigma), v2.augment.blur_p, list(v2.augment.scale)) == ([0.1, 2.0], 0.5, [0.2, 1.0])
     assert load_config(DEMO).data.train.endswith("embedded/imagefolder/train")
 
 
@@ -126,7 +128,7 @@ def test_logs_csv_and_tensorboard(run_a):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
     assert all(math.isfinite(float(r["loss"])) and float(r["images_per_s"]) > 0 for r in rows)
-    assert [float(r["lr"]) for r in rows[::2]] == pytest.approx([0.06, 0.03])  # cosine over 2 epochs
+    assert [float(r["lr"]) for r in rows[::2]] == pytest.approx([0.03, 0.015])  # cosine over 2 epochs
     with open(run_a / "knn.csv") as f:
         knn = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in knn] == [0, 1] and all(0 <= float(r["top1"]) <= 100 for r in knn)
@@ -147,6 +149,26 @@ def test_resumed_run_continues_with_identical_state(run_a, data, tmp_path):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
     assert straight["scheduler"] == resumed["scheduler"]
     assert torch.equal(straight["rng"][0]["torch"], resumed["rng"][0]["torch"])
+
+
+def test_keep_checkpoints_prunes_only_older_epochs(run_a, data, tmp_path):
+    out = tmp_path / "keep"
+    last = pretrain(tiny_config(data, out, f"resume={run_a / 'checkpoint_0000.pth.tar'}", "optim.epochs=4",
+                                "keep_checkpoints=2", "monitor.knn_every=0"))
+    assert sorted(p.name for p in out.glob("*.pth.tar")) == ["checkpoint_0002.pth.tar", "checkpoint_0003.pth.tar"]
+    assert last == out / "checkpoint_0003.pth.tar" and load(last)["epoch"] == 4
+    with pytest.raises(ConfigError, match="keep_checkpoints=0"):
+        pretrain(tiny_config(data, tmp_path / "keep0", "keep_checkpoints=0"))
+
+
+def test_v2_blur_draws_from_torch_rng_so_a_resumed_run_replays_it():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    blur = PILGaussianBlur((1.0, 2.0))
+    torch.manual_seed(3)
+    first = np.asarray(blur(image))
+    torch.manual_seed(3)
+    assert np.array_equal(first, np.asarray(blur(image)))
+    assert first.std() < 0.5 * np.asarray(image).std()  # blurred noise
 
 
 def test_auto_resume_and_refusal_to_overwrite(run_a, data):

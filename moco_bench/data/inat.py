@@ -12,9 +12,7 @@ import json
 from pathlib import Path
 from typing import Callable, Optional
 
-from torch.utils.data import Dataset
-
-from moco_bench.data.images import load_rgb
+from moco_bench.data.images import ImageList
 from moco_bench.errors import DataError, DatasetNotFound
 
 
@@ -52,7 +50,7 @@ def read_inat_json(ann_file: Path) -> dict:
             "classes": [str(c.get("name", c["id"])) for c in cats], "category_ids": [c["id"] for c in cats]}
 
 
-class INaturalist(Dataset):
+class INaturalist(ImageList):
     """One iNaturalist split as ``(image, label)`` items.
 
     Args:
@@ -79,13 +77,3 @@ class INaturalist(Dataset):
         self.samples = [(str(self.root / f), label) for f, label in parsed["samples"]]
         self.targets = [label for _, label in self.samples]
         self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        img = load_rgb(Path(path))
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, label

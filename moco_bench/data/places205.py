@@ -14,10 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from torch.utils.data import Dataset
-
 from moco_bench.data.imagefolder import ImageFolder
-from moco_bench.data.images import load_rgb
+from moco_bench.data.images import ImageList
 from moco_bench.errors import DataError, DatasetNotFound
 
 LIST_DIR = "trainvalsplit_places205"
@@ -56,7 +54,7 @@ def _class_names(samples: List[Tuple[str, int]], source: Path) -> List[str]:
     return [names[i] for i in labels]
 
 
-class Places205(Dataset):
+class Places205(ImageList):
     """One Places205 split (``train`` or ``val``) as ``(image, label)`` items.
 
     Args:
@@ -93,13 +91,3 @@ class Places205(Dataset):
                 raise DataError(f"{list_file}: first image {pairs[0][0]!r} is not under {image_root}")
             self.samples = [(str(image_root / rel), label) for rel, label in pairs]
         self.targets = [label for _, label in self.samples]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        img = load_rgb(Path(path))
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, label

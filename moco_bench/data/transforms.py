@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import torch
+from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -44,17 +46,30 @@ def moco_v1_augment(crop: int, scale=(0.2, 1.0), grayscale_p=0.2, jitter=(0.4, 0
     ])
 
 
+class PILGaussianBlur:
+    """PIL's Gaussian blur with a radius drawn uniformly from ``sigma``: MoCo v2's blur (moco/loader.py). PIL sizes
+    the kernel from the radius, so no kernel size is needed at any crop size. The radius is drawn from torch's RNG,
+    like torchvision's own random transforms, so that a resumed run replays it."""
+
+    def __init__(self, sigma=(0.1, 2.0)):
+        self.sigma = tuple(sigma)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        radius = torch.empty(1).uniform_(*self.sigma).item()
+        return img.filter(ImageFilter.GaussianBlur(radius=radius))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sigma={self.sigma})"
+
+
 def moco_v2_augment(crop: int, scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, grayscale_p=0.2,
-                    blur_sigma=(0.1, 2.0), blur_p=0.5, blur_kernel_frac=0.1, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """MoCo v2's aug+ (moco: main_moco.py --aug-plus). The reference blurs with PIL's GaussianBlur(radius=sigma);
-    torchvision's GaussianBlur needs a kernel size, taken as an odd ~``blur_kernel_frac`` of the crop (SimCLR's
-    choice), which covers +-3 sigma at the largest sigma for 224 crops."""
-    kernel = max(3, int(blur_kernel_frac * crop) // 2 * 2 + 1)
+                    blur_sigma=(0.1, 2.0), blur_p=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """MoCo v2's aug+ (moco: main_moco.py --aug-plus)."""
     return T.Compose([
         T.RandomResizedCrop(crop, scale=tuple(scale)),
         T.RandomApply([T.ColorJitter(*jitter)], p=jitter_p),
         T.RandomGrayscale(p=grayscale_p),
-        T.RandomApply([T.GaussianBlur(kernel, sigma=tuple(blur_sigma))], p=blur_p),
+        T.RandomApply([PILGaussianBlur(blur_sigma)], p=blur_p),
         T.RandomHorizontalFlip(),
         *_normalize(mean, std),
     ])

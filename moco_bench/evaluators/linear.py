@@ -132,13 +132,19 @@ def _metrics(summary: Dict[str, dict], prefix: bool) -> Dict[str, float]:
     return out
 
 
-@EVALUATORS.register("linear")
-def linear(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
-    """moco main_lincls: fc on the global-average-pooled feature; top1/top5 are at the best-top-1 epoch."""
+def _setup(cfg: DictConfig, ctx: EvalContext):
+    """This process's device and ranks, the training numbers and the two datasets (augmented, not cached)."""
     di = dist_info(ctx.device)
     tc = TrainConfig.from_config(cfg)
     with ctx.stage("data"):
         train_set, val_set = build_datasets(cfg)
+    return di, tc, train_set, val_set
+
+
+@EVALUATORS.register("linear")
+def linear(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
+    """moco main_lincls: fc on the global-average-pooled feature; top1/top5 are at the best-top-1 epoch."""
+    di, tc, train_set, val_set = _setup(cfg, ctx)
     model, reference = frozen_backbone(backbone, cfg, di.device)
     torch.manual_seed(int(cfg.seed))
     heads = Heads({"gap": linear_layer(stage_channels(model)["gap"], int(cfg.data.num_classes),
@@ -170,10 +176,7 @@ def _mhead(backbone, cfg: DictConfig, di):
 @EVALUATORS.register("mhead_linear")
 def mhead_linear(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """BN + Linear heads on the pooled feature1..feature5, all trained from one frozen backbone pass per batch."""
-    di = dist_info(ctx.device)
-    tc = TrainConfig.from_config(cfg)
-    with ctx.stage("data"):
-        train_set, val_set = build_datasets(cfg)
+    di, tc, train_set, val_set = _setup(cfg, ctx)
     model, reference, taps, heads = _mhead(backbone, cfg, di)
     result = train_heads(extract=taps, heads=heads, backbone=model, reference=reference, train_set=train_set,
                          val_set=val_set, tc=tc, num_classes=int(cfg.data.num_classes), out_dir=ctx.out_dir, di=di,

@@ -13,7 +13,7 @@ import logging
 import random
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -28,10 +28,23 @@ def checkpoint_name(epoch_index: int) -> str:
     return f"checkpoint_{epoch_index:04d}.pth.tar"
 
 
+def _epoch_checkpoints(out_dir: Path) -> List[Tuple[int, Path]]:
+    found = [(int(m.group(1)), p) for p in Path(out_dir).glob("checkpoint_*.pth.tar") if (m := PATTERN.match(p.name))]
+    return sorted(found)
+
+
 def latest_checkpoint(out_dir: Path) -> Optional[Path]:
     """The checkpoint of the last finished epoch in ``out_dir``, or None."""
-    found = [(int(m.group(1)), p) for p in Path(out_dir).glob("checkpoint_*.pth.tar") if (m := PATTERN.match(p.name))]
-    return max(found)[1] if found else None
+    found = _epoch_checkpoints(out_dir)
+    return found[-1][1] if found else None
+
+
+def prune(out_dir: Path, keep: Optional[int]) -> None:
+    """Delete all but the ``keep`` newest epoch checkpoints (None keeps all, as main_moco.py does)."""
+    if keep is None:
+        return
+    for _, path in _epoch_checkpoints(out_dir)[:-keep]:
+        path.unlink()
 
 
 def rng_state() -> Dict[str, Any]:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from moco_bench.config import resolved, save_config
 from moco_bench.data.imagefolder import ImageFolder
 from moco_bench.data.transforms import TwoCropsTransform, moco_v1_augment, moco_v2_augment
-from moco_bench.errors import ConfigError, DataError, MocoBenchError, ResultExistsError
+from moco_bench.errors import ConfigError, DataError, ResultExistsError, TrainingDiverged
 from moco_bench.models.moco import MoCo
 from moco_bench.pretrain import checkpoint, distributed
 from moco_bench.pretrain.log import MetricLog
@@ -34,10 +34,6 @@ from moco_bench.pretrain.monitor import KnnMonitor
 
 log = logging.getLogger(__name__)
 AUGMENTS = {"moco_v1": moco_v1_augment, "moco_v2": moco_v2_augment}
-
-
-class TrainingDiverged(MocoBenchError):
-    """The loss became NaN or infinite."""
 
 
 def lr_factor(epoch: int, *, schedule: str, epochs: int, milestones) -> float:
@@ -56,6 +52,8 @@ def check_config(cfg: DictConfig, world_size: int) -> None:
                           "step replaces one batch of keys in the queue")
     if world_size == 1 and batch % cfg.model.bn_splits:
         raise ConfigError(f"{src}: data.batch_size={batch} is not a multiple of model.bn_splits={cfg.model.bn_splits}")
+    if cfg.keep_checkpoints is not None and cfg.keep_checkpoints < 1:
+        raise ConfigError(f"{src}: keep_checkpoints={cfg.keep_checkpoints}; expected null (keep all) or at least 1")
     if cfg.optim.schedule not in ("cos", "step"):
         raise ConfigError(f"{src}: optim.schedule={cfg.optim.schedule!r}; expected cos or step")
     if cfg.augment.kind not in AUGMENTS:
@@ -174,6 +172,7 @@ def _pretrain(cfg: DictConfig, env: distributed.DistEnv) -> Optional[Path]:
                 last = out_dir / checkpoint.checkpoint_name(epoch)
                 checkpoint.save(last, epoch=epoch + 1, arch=mc.arch, model=moco, optimizer=optimizer,
                                 scheduler=scheduler, rng=rng, config=resolved(cfg))
+                checkpoint.prune(out_dir, cfg.keep_checkpoints)
             if env.is_main and monitor is not None and (epoch + 1) % cfg.monitor.knn_every == 0:
                 top1 = monitor(moco.encoder_q, env.device)
                 logs.write("knn", (epoch + 1) * len(loader), {"epoch": epoch, "top1": top1})
