@@ -56,6 +56,9 @@ def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List
     t0 = time.perf_counter()
     report = write_report([out / "runs"], out / "report")
     seconds["tables"] = time.perf_counter() - t0
+    summary = out / "report" / "tables" / "summary.md"
+    if summary.is_file():
+        print(summary.read_text())
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
     print(f"demo done in {sum(seconds.values()):.0f} s ({timing})")
     print(f"report: {report}")

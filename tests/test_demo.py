@@ -11,7 +11,7 @@ from moco_bench.demo import run_demo
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_reduced_demo_end_to_end(imagefolder_root, minivoc_root, tmp_path):
+def test_reduced_demo_end_to_end(imagefolder_root, minivoc_root, tmp_path, capsys):
     suite = tmp_path / "suite.yaml"
     suite.write_text(
         "version: 1\nname: reduced-demo\nevaluations:\n"
@@ -35,3 +35,8 @@ def test_reduced_demo_end_to_end(imagefolder_root, minivoc_root, tmp_path):
     assert (knn["row"] == "published").sum() >= 4
     svm = pd.read_csv(report.parent / "tables" / "voc07_svm.csv")
     assert set(svm["row"]) == {"ours", "published"} and (svm.loc[svm["row"] == "ours", "metric"] == "mAP").all()
+    summary = pd.read_csv(report.parent / "tables" / "summary.csv")
+    assert sorted(summary.columns[3:].str.rsplit("-", n=1).str[0]) == ["checkpoint_0000", "random-resnet18-s0"]
+    assert summary.set_index("metric").loc["mAP", "table"] == "voc07_svm"
+    printed = capsys.readouterr().out
+    assert "| top1@k20" in printed and f"report: {report}" in printed

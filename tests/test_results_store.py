@@ -63,6 +63,9 @@ def test_load_results_skips_foreign_files(tmp_path):
     write_result(tmp_path / "a" / "voc07_svm.json", _record(80.0))
     (tmp_path / "a" / "foreign.json").write_text(json.dumps({"hello": 1}))
     (tmp_path / "a" / "corrupt.json").write_text("{")
+    work = tmp_path / "a" / "voc07_svm" / "trial0"  # the evaluation's work folder: its files are not results
+    work.mkdir(parents=True)
+    (work / "metrics.json").write_text('{"iteration": 1}\n{"iteration": 2}\n')
     with pytest.warns(UserWarning, match="corrupt.json"):
         df = load_results(tmp_path)
     assert df[["evaluation", "metric", "value", "layer"]].values.tolist() == [["voc07_svm", "mAP", 80.0, "feature5"]]

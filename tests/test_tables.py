@@ -10,18 +10,18 @@ from moco_bench.env import environment
 from moco_bench.results.published import load_published
 from moco_bench.results.report import write_report
 from moco_bench.results.schema import make_record
-from moco_bench.results.store import load_results, write_result
-from moco_bench.results.tables import compile_tables
+from moco_bench.results.store import checkpoint_label, load_results, write_result
+from moco_bench.results.tables import compile_tables, summary_table
 
 SHA = "c0ffee" + "0" * 58
 
 
 def _write(folder, name, benchmark, metrics, *, end="2026-11-22T10:00:00+00:00", layer="", variant="",
-           comparable=True, status="ok"):
+           comparable=True, status="ok", checkpoint=("/ckpts/checkpoint_0200.pth.tar", SHA)):
     rec = make_record(
         evaluation={"name": name, "protocol": name, "config": {}, "benchmark": benchmark, "dataset": "VOC2007",
                     "layer": layer, "variant": variant, "comparable": comparable},
-        checkpoint={"path": "/ckpts/checkpoint_0200.pth.tar", "sha256": SHA, "format": "moco", "arch": "resnet50",
+        checkpoint={"path": checkpoint[0], "sha256": checkpoint[1], "format": "moco", "arch": "resnet50",
                     "epochs": 200},
         metrics=metrics if status == "ok" else {}, environment=environment(),
         timing={"start": end, "end": end, "seconds": {}}, status=status,
@@ -83,3 +83,24 @@ def test_report_files_and_cli(results, tmp_path):
 def test_empty_results_folder(tmp_path):
     report = write_report([tmp_path], tmp_path / "out")
     assert "No finished results" in report.read_text()
+
+
+def test_summary_sets_checkpoints_side_by_side(results, tmp_path):
+    baseline = ("random:resnet50@0", "ba5e" + "0" * 60)
+    _write(results / "random", "knn", "imagenet_knn", {"top1@k20": 30.0, "top5@k20": 60.0}, checkpoint=baseline)
+    with pytest.warns(UserWarning, match="broken.json"):
+        summary = summary_table(load_results(results))
+    ours_col, base_col = checkpoint_label("/ckpts/checkpoint_0200.pth.tar", SHA), checkpoint_label(*baseline)
+    assert list(summary.columns) == ["table", "layer", "metric", ours_col, base_col]
+    knn = summary[summary["table"] == "imagenet_knn"]
+    assert knn[["metric", ours_col, base_col]].fillna(-1).values.tolist() == [["top1@k20", 50.0, 30.0],
+                                                                              ["top1@k200", 48.0, -1]]
+    lowshot = summary[summary["table"] == "voc07_lowshot_svm"]
+    assert lowshot["metric"].tolist() == ["mAP@k1", "mAP@k2", "mAP@k4", "mAP@k8"]  # natural order of k
+    svm = summary[summary["table"] == "voc07_svm"]
+    assert svm[ours_col].tolist() == [84.5]  # the newest of the two records
+    fast = summary[summary["table"] == "imagenet_mhead_linear [fast: cached features]"]
+    assert fast[["layer", ours_col]].values.tolist() == [["feature5", 99.0]]
+    report = (write_report([results], tmp_path / "report")).read_text()
+    assert report.index("## Summary") < report.index("## voc07_svm")
+    assert (tmp_path / "report" / "tables" / "summary.csv").is_file()

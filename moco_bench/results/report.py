@@ -13,19 +13,26 @@ from moco_bench.results.plots import plot_tables
 from moco_bench.results.published import DEFAULT_CSV, load_published
 from moco_bench.results.schema import now
 from moco_bench.results.store import load_results
-from moco_bench.results.tables import compile_tables, status_table
+from moco_bench.results.tables import compile_tables, status_table, summary_table
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
 
 
-def _display(df: pd.DataFrame) -> pd.DataFrame:
+def _display(df: pd.DataFrame, numeric: Sequence[str] = ("value",)) -> pd.DataFrame:
     out = df.copy()
-    for col in ("value", "delta"):
+    for col in (*numeric, "delta"):
         if col in out:
             out[col] = [("" if pd.isna(v) else f"{v:+.2f}" if col == "delta" else f"{v:.2f}") for v in out[col]]
     return out.fillna("")
+
+
+def _write_table(table: pd.DataFrame, shown: pd.DataFrame, base: Path) -> None:
+    atomic_write_text(base.with_suffix(".csv"), table.to_csv(index=False))
+    atomic_write_text(base.with_suffix(".md"), shown.to_markdown(index=False, disable_numparse=True) + "\n")
+    atomic_write_text(base.with_suffix(".tex"), shown.to_latex(index=False, escape=True))
+    atomic_write_text(base.with_suffix(".html"), shown.to_html(index=False))
 
 
 def write_report(results: Sequence[Path | str], out_dir: Path | str, published: Path | str | None = DEFAULT_CSV
@@ -37,13 +44,16 @@ def write_report(results: Sequence[Path | str], out_dir: Path | str, published: 
     tables = compile_tables(df, pub) if not df.empty else {}
     lines: List[str] = ["# moco-bench report\n", f"Generated {now()} from: {', '.join(map(str, results))}.\n"]
     html: List[str] = [f"<h1>moco-bench report</h1><p>Generated {now()}.</p>"]
+    summary = summary_table(df) if not df.empty else pd.DataFrame()
+    if not summary.empty:
+        shown = _display(summary, numeric=[c for c in summary.columns if c not in ("table", "layer", "metric")])
+        _write_table(summary, shown, out_dir / "tables" / "summary")
+        lines += ["## Summary: our checkpoints side by side\n", "Protocols, datasets and published rows are in the "
+                  "per-benchmark tables below.\n", shown.to_markdown(index=False, disable_numparse=True), ""]
+        html += ["<h2>Summary: our checkpoints side by side</h2>", shown.to_html(index=False)]
     for name, table in tables.items():
-        shown, slug = _display(table), _slug(name)
-        base = out_dir / "tables" / slug
-        atomic_write_text(base.with_suffix(".csv"), table.to_csv(index=False))
-        atomic_write_text(base.with_suffix(".md"), shown.to_markdown(index=False, disable_numparse=True) + "\n")
-        atomic_write_text(base.with_suffix(".tex"), shown.to_latex(index=False, escape=True))
-        atomic_write_text(base.with_suffix(".html"), shown.to_html(index=False))
+        shown = _display(table)
+        _write_table(table, shown, out_dir / "tables" / _slug(name))
         lines += [f"## {name}\n", shown.to_markdown(index=False, disable_numparse=True), ""]
         html += [f"<h2>{name}</h2>", shown.to_html(index=False)]
     for png in plot_tables(tables, out_dir / "plots"):

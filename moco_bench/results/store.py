@@ -56,18 +56,29 @@ def write_result(path: Path, record: Dict[str, Any], force: bool = False) -> Pat
     return path
 
 
+def _in_work_folder(path: Path, root: Path) -> bool:
+    """Whether ``path`` is below an evaluation's work folder: a folder with a result file of its name beside it."""
+    for parent in path.parents:
+        if parent == root:
+            return False
+        if parent.with_name(parent.name + ".json").is_file():
+            return True
+    return False
+
+
 def load_results(folder: Path | str | List[Path | str]) -> pd.DataFrame:
     """One row per (result file, metric) for every ``*.json`` under the given folder(s).
 
     Files that are not moco-bench results are skipped with a warning naming them; their paths and
-    reasons are listed in ``df.attrs["skipped"]``.
+    reasons are listed in ``df.attrs["skipped"]``. An evaluation's work folder (``<evaluation>/`` beside
+    ``<evaluation>.json``: logs, detectron2's metrics) is not searched.
     """
     folders = folder if isinstance(folder, list) else [folder]
     rows, skipped = [], []
     files = []
     for f in folders:
         f = Path(f)
-        files.extend([f] if f.is_file() else sorted(f.rglob("*.json")))
+        files.extend([f] if f.is_file() else sorted(p for p in f.rglob("*.json") if not _in_work_folder(p, f)))
     for path in files:
         try:
             rec = read_result(path)
