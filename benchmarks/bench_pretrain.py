@@ -110,7 +110,7 @@ def main() -> int:
     p.add_argument("--bn-splits", type=int, default=4, help="shuffle BN groups on one device")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads per process (the demo uses 1)")
+    p.add_argument("--threads", type=int, default=2, help="CPU intra-op threads per process (the demo uses 2)")
     p.add_argument("--world-size", type=int, default=1, help="gloo/NCCL processes on this machine")
     args = p.parse_args()
     if args.world_size == 1:
