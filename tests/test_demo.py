@@ -36,7 +36,7 @@ def test_reduced_demo_end_to_end(imagefolder_root, minivoc_root, tmp_path, capsy
     svm = pd.read_csv(report.parent / "tables" / "voc07_svm.csv")
     assert set(svm["row"]) == {"ours", "published"} and (svm.loc[svm["row"] == "ours", "metric"] == "mAP").all()
     summary = pd.read_csv(report.parent / "tables" / "summary.csv")
-    assert sorted(summary.columns[3:].str.rsplit("-", n=1).str[0]) == ["checkpoint_0000", "random-resnet18-s0"]
-    assert summary.set_index("metric").loc["mAP", "table"] == "voc07_svm"
+    assert sorted(summary.columns[4:].str.rsplit("-", n=1).str[0]) == ["checkpoint_0000", "random-resnet18-s0"]
+    assert summary.set_index("metric").loc["mAP", ["table", "protocol"]].tolist() == ["voc07_svm", "voc07_svm_demo"]
     printed = capsys.readouterr().out
     assert "| top1@k20" in printed and f"report: {report}" in printed

@@ -91,7 +91,7 @@ def test_summary_sets_checkpoints_side_by_side(results, tmp_path):
     with pytest.warns(UserWarning, match="broken.json"):
         summary = summary_table(load_results(results))
     ours_col, base_col = checkpoint_label("/ckpts/checkpoint_0200.pth.tar", SHA), checkpoint_label(*baseline)
-    assert list(summary.columns) == ["table", "layer", "metric", ours_col, base_col]
+    assert list(summary.columns) == ["table", "protocol", "layer", "metric", ours_col, base_col]
     knn = summary[summary["table"] == "imagenet_knn"]
     assert knn[["metric", ours_col, base_col]].fillna(-1).values.tolist() == [["top1@k20", 50.0, 30.0],
                                                                               ["top1@k200", 48.0, -1]]

@@ -46,10 +46,10 @@ def write_report(results: Sequence[Path | str], out_dir: Path | str, published: 
     html: List[str] = [f"<h1>moco-bench report</h1><p>Generated {now()}.</p>"]
     summary = summary_table(df) if not df.empty else pd.DataFrame()
     if not summary.empty:
-        shown = _display(summary, numeric=[c for c in summary.columns if c not in ("table", "layer", "metric")])
+        shown = _display(summary, numeric=summary.columns[4:])
         _write_table(summary, shown, out_dir / "tables" / "summary")
-        lines += ["## Summary: our checkpoints side by side\n", "Protocols, datasets and published rows are in the "
-                  "per-benchmark tables below.\n", shown.to_markdown(index=False, disable_numparse=True), ""]
+        lines += ["## Summary: our checkpoints side by side\n", "Datasets and published rows are in the per-benchmark "
+                  "tables below.\n", shown.to_markdown(index=False, disable_numparse=True), ""]
         html += ["<h2>Summary: our checkpoints side by side</h2>", shown.to_html(index=False)]
     for name, table in tables.items():
         shown = _display(table)

@@ -74,7 +74,7 @@ def compile_tables(results: pd.DataFrame, published: Optional[pd.DataFrame] = No
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Our checkpoints side by side: one row per (table, layer, metric), one column per checkpoint.
+    """Our checkpoints side by side: one row per (table, protocol, layer, metric), one column per checkpoint.
 
     Spreads (``_std``/``_min``/``_max``), last-epoch values and top-5 stay in the per-benchmark tables, which also
     hold the protocol of every number; the table name says which protocol variant a row comes from.
@@ -83,9 +83,11 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     mine = mine[~mine["metric"].str.contains(r"(?:_std|_min|_max|_last)$|top5", regex=True)]
     if mine.empty:
         return pd.DataFrame()
-    wide = mine.pivot_table(index=["table", "layer", "metric"], columns="method", values="value", aggfunc="first")
+    index = ["table", "protocol", "layer", "metric"]
+    wide = mine.assign(protocol=mine["evaluation"]).pivot_table(index=index, columns="method", values="value",
+                                                                aggfunc="first")
     natural = lambda col: col.str.replace(r"\d+", lambda m: m.group(0).zfill(6), regex=True)  # noqa: E731
-    return wide.reset_index().sort_values(["table", "layer", "metric"], key=natural).reset_index(drop=True)
+    return wide.reset_index().sort_values(index, key=natural).reset_index(drop=True)
 
 
 def status_table(results: pd.DataFrame) -> pd.DataFrame:
