@@ -24,6 +24,21 @@ class BuiltCheckpoint(NamedTuple):
     dropped: set[str]  # file keys (relative to the weights container) that are not backbone weights
 
 
+def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BN affine parameters and running statistics, so that no tensor equals its initialization (a BN
+    tensor a loader failed to copy would show); returned in eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.normal_(0, 0.1, generator=gen)
+                m.running_mean.normal_(0, 0.1, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.num_batches_tracked.fill_(1234)
+    return model.eval()
+
+
 def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
 

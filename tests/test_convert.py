@@ -20,6 +20,7 @@ from checkpoint_builders import (
     make_moco_checkpoint,
     make_solo_learn_checkpoint,
     make_torchvision_checkpoint,
+    trained_like,
 )
 from torch import nn
 
@@ -48,30 +49,16 @@ LAYOUTS = [pytest.param(name, {}, id=name) for name in BUILDERS] + [
 ]
 
 
-def _trained_like(model: nn.Module, seed: int) -> nn.Module:
-    """Random BN affine parameters and running statistics, so that no tensor equals its initialization."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5, generator=gen)
-                m.bias.normal_(0, 0.1, generator=gen)
-                m.running_mean.normal_(0, 0.1, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-                m.num_batches_tracked.fill_(1234)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def r18() -> nn.Module:
     torch.manual_seed(18)
-    return _trained_like(torchvision.models.resnet18(), 18)
+    return trained_like(torchvision.models.resnet18(), 18)
 
 
 @pytest.fixture(scope="module")
 def r50() -> nn.Module:
     torch.manual_seed(50)
-    return _trained_like(torchvision.models.resnet50(), 50)
+    return trained_like(torchvision.models.resnet50(), 50)
 
 
 @pytest.fixture(scope="module")

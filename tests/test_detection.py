@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from checkpoint_builders import make_moco_checkpoint
+from checkpoint_builders import make_moco_checkpoint, trained_like
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -50,24 +50,11 @@ def tiny(data_cache):
     return {"voc": voc, "coco": embedded.build_minicoco(voc, data_cache / "embedded" / "minicoco_tiny")}
 
 
-def _trained_like(model: nn.Module) -> nn.Module:
-    """BN tensors unlike their initialization, so that a BN weight detectron2 failed to load would show."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5, generator=gen)
-                m.bias.normal_(0, 0.1, generator=gen)
-                m.running_mean.normal_(0, 0.1, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-    return model
-
-
 @pytest.fixture(scope="module")
 def moco_r50(tmp_path_factory):
     """A MoCo-layout ResNet-50 checkpoint (module.encoder_q/k, queue) and its conversion."""
     torch.manual_seed(0)
-    path = make_moco_checkpoint(_trained_like(torchvision.models.resnet50()), tmp_path_factory.mktemp("moco") /
+    path = make_moco_checkpoint(trained_like(torchvision.models.resnet50()), tmp_path_factory.mktemp("moco") /
                                 "checkpoint_0200.pth.tar").path
     backbone = load_backbone(path)
     pkl = write_detectron2(backbone, path.parent / "r50.pkl")
@@ -77,7 +64,7 @@ def moco_r50(tmp_path_factory):
 @pytest.fixture(scope="module")
 def moco_r18(tmp_path_factory):
     torch.manual_seed(0)
-    path = make_moco_checkpoint(_trained_like(torchvision.models.resnet18()), tmp_path_factory.mktemp("moco18") /
+    path = make_moco_checkpoint(trained_like(torchvision.models.resnet18()), tmp_path_factory.mktemp("moco18") /
                                 "checkpoint_0200.pth.tar", arch="resnet18").path
     return load_backbone(path)
 

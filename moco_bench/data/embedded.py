@@ -211,7 +211,10 @@ def _write_minicoco(tmp: Path, *, voc_root: Path) -> None:
         (tmp / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
 
 
-def _build(out: Path, options: dict, writer: Callable[..., None], force: bool = False) -> Path:
+def build_once(out: Path, options: dict, writer: Callable[..., None], force: bool = False) -> Path:
+    """Build ``out`` with ``writer(tmp, **options)`` (``kind`` left out) in a temporary folder moved into place, and
+    record ``options`` in its manifest: a second call with the same options does nothing, one with other options
+    is refused unless ``force``."""
     out = Path(out)
     manifest = out / MANIFEST
     if manifest.is_file():
@@ -239,7 +242,7 @@ def build_imagefolder(out: Path, *, train_per_class: int = 500, val_per_class: i
                       seed: int = 0, force: bool = False) -> Path:
     opts = dict(kind="imagefolder", train_per_class=train_per_class, val_per_class=val_per_class, size=size,
                 seed=seed)
-    return _build(out, opts, _write_imagefolder, force)
+    return build_once(out, opts, _write_imagefolder, force)
 
 
 def build_minivoc(out: Path, *, n_trainval: int = 300, n_test: int = 300, canvas=(96, 128), items: int = 3,
@@ -247,7 +250,7 @@ def build_minivoc(out: Path, *, n_trainval: int = 300, n_test: int = 300, canvas
     """Returns the ``VOCdevkit/VOC2007`` folder."""
     opts = dict(kind="minivoc", n_trainval=n_trainval, n_test=n_test, canvas=list(canvas), items=items,
                 scale=list(scale), seed=seed)
-    return _build(out, opts, _write_minivoc, force) / "VOCdevkit" / "VOC2007"
+    return build_once(out, opts, _write_minivoc, force) / "VOCdevkit" / "VOC2007"
 
 
 def build_minicoco(voc2007_dir: Path, out: Path, force: bool = False) -> Path:
@@ -256,7 +259,7 @@ def build_minicoco(voc2007_dir: Path, out: Path, force: bool = False) -> Path:
     if not voc_manifest.is_file():
         raise DataError(f"{voc2007_dir}: not an embedded mini-VOC build (no {voc_manifest.name}); build minivoc first")
     opts = dict(kind="minicoco", voc=json.loads(voc_manifest.read_text()))
-    return _build(out, opts, lambda tmp, voc: _write_minicoco(tmp, voc_root=voc2007_dir), force)
+    return build_once(out, opts, lambda tmp, voc: _write_minicoco(tmp, voc_root=voc2007_dir), force)
 
 
 def build(name: str, root: Path | None = None, force: bool = False, **options) -> Path:

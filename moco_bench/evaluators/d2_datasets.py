@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
@@ -40,6 +37,7 @@ from detectron2.data.datasets.builtin_meta import (
 )
 from PIL import Image
 
+from moco_bench.data import embedded
 from moco_bench.data.voc import read_image_set, read_voc_annotation
 from moco_bench.errors import ConfigError, DataError, DatasetNotFound
 
@@ -186,23 +184,10 @@ def build_deepforest_voc(out: Path, images: Sequence[str] = ("OSBS_029", "SOAP_0
     Each 400 px image gives a 2x2 grid of 200 px tiles; the tiles at ``test_tiles`` (row, col) of every image form
     the test split, the rest trainval. A box cut by a tile border is kept, clipped, when at least ``min_visible``
     of it is inside the tile. ``label`` names every box (OSBS_029 says ``Tree``, SOAP_061 ``Alive``/``Dead``: all
-    are tree crowns); None keeps the file's names. Returns ``out/VOCdevkit/VOC2007``; rebuilt only when the
-    options change.
+    are tree crowns); None keeps the file's names. Returns ``out/VOCdevkit/VOC2007``, built once: other options in
+    the same folder are refused, as for every embedded dataset.
     """
-    out = Path(out)
-    options = {"images": list(images), "tile": tile, "test_tiles": [list(t) for t in test_tiles],
-               "min_visible": min_visible, "label": label}
-    manifest = out / ".built.json"
-    if not (manifest.is_file() and json.loads(manifest.read_text()) == options):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        try:
-            _write_deepforest(tmp, images, tile, test_tiles, min_visible, label)
-            (tmp / ".built.json").write_text(json.dumps(options))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+    options = {"kind": "deepforest", "images": list(images), "tile": tile,
+               "test_tiles": [list(t) for t in test_tiles], "min_visible": min_visible, "label": label}
+    out = embedded.build_once(Path(out), options, _write_deepforest)
     return out / "VOCdevkit" / "VOC2007"
