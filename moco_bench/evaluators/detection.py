@@ -62,6 +62,22 @@ def _resolve_path(path: str) -> Path:
     return p if p.is_absolute() or p.exists() else REPO_ROOT / p
 
 
+def merge_d2_file(d2, path: Path, source: str) -> None:
+    """Merge a detectron2 YAML (and every ``_BASE_`` it names) with the safe YAML loader.
+
+    detectron2's ``merge_from_file`` defaults to ``allow_unsafe=True``, which retries a file the safe loader
+    refuses with ``yaml.unsafe_load``: a ``!!python/object/apply`` tag would then run code. Here such a file
+    is an error naming it.
+    """
+    import yaml
+
+    try:
+        d2.merge_from_file(str(path), allow_unsafe=False)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: detectron2 config {path} is not plain YAML (tags that construct Python "
+                          f"objects are refused; nothing was run): {str(e).splitlines()[0]}") from None
+
+
 def _d2_opts(items) -> List:
     """``d2_overrides`` as detectron2's ``merge_from_list`` takes them: ``[KEY, value, KEY, value, ...]``."""
     items = OmegaConf.to_container(items) if items is not None else []
@@ -81,7 +97,7 @@ def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, dev
     if not path.is_file():
         raise ConfigError(f"{_source(cfg)}: d2_config {cfg.d2_config} not found")
     d2 = get_cfg()
-    d2.merge_from_file(str(path))
+    merge_d2_file(d2, path, _source(cfg))
     d2.merge_from_list(d2_model.resnet_options(backbone.arch))
     try:
         d2.merge_from_list(_d2_opts(cfg.get("d2_overrides")))
@@ -148,7 +164,7 @@ def _trial_worker(job: dict) -> None:
     out = Path(job["out_dir"])
     d2_datasets.register_sources(job["sources"], job["classes"])
     cfg = get_cfg()
-    cfg.merge_from_file(str(out / "d2_config.yaml"))
+    merge_d2_file(cfg, out / "d2_config.yaml", str(out))
     cfg.freeze()
     seed_all_rng(cfg.SEED + comm.get_rank())
     log_file = out / ("log.txt" if comm.is_main_process() else f"log_rank{comm.get_rank()}.txt")

@@ -140,9 +140,14 @@ def eval_all(checkpoint: str, suite: Suite, out_root: Path | str = "results/runs
 def _submit(checkpoint, entries, out_root, force, device, workers, slurm: dict) -> List[dict]:
     import submitit
 
-    folder = Path(slurm.pop("folder", Path(out_root) / "slurm_logs"))
-    executor = submitit.AutoExecutor(folder=folder, cluster=slurm.pop("cluster", None))
-    executor.update_parameters(**slurm)
+    from moco_bench.launch.slurm import job_script_value
+
+    folder = job_script_value("job folder", Path(slurm.pop("folder", Path(out_root) / "slurm_logs")).absolute(),
+                              path=True)
+    cluster = slurm.pop("cluster", None)
+    params = {k: v if isinstance(v, (int, float)) else job_script_value(k, v) for k, v in slurm.items()}
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    executor.update_parameters(**params)
     with executor.batch():
         jobs = [executor.submit(_run_one, str(checkpoint), str(e.config_path), e.overrides, str(out_root), force,
                                 device, workers) for e in entries]

@@ -9,11 +9,35 @@ subprocesses and ``cluster="debug"`` in this process: the code path the tests an
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import submitit
 from submitit.helpers import Checkpointable, TorchDistributedEnvironment
+
+from moco_bench.errors import ConfigError
+
+# Values written into a job script (sbatch lines) may only use these characters: a newline or a shell
+# metacharacter in a job name, partition or folder would become a line of the script. Bad values are
+# rejected, never escaped.
+_TOKEN = re.compile(r"[A-Za-z0-9._+-]{1,128}")
+_PATH = re.compile(r"[A-Za-z0-9._/+=@,~-]{1,4096}")
+
+
+def job_script_value(what: str, value: Any, path: bool = False) -> str:
+    """``value`` as text, after checking it is safe to write into an sbatch script.
+
+    Raises:
+        ConfigError: the value holds a character outside the allowed set (whitespace, quotes, ``$``, ``;`` ...).
+    """
+    text = str(value)
+    allowed = _PATH if path else _TOKEN
+    if not allowed.fullmatch(text):
+        chars = "letters, digits and . _ + - = @ , ~ /" if path else "letters, digits and . _ + -"
+        raise ConfigError(f"{what} {text!r} cannot go into a SLURM job script: only {chars} are allowed "
+                          "(the value is rejected, not escaped)")
+    return text
 
 
 class DistributedJob(Checkpointable):
@@ -42,14 +66,16 @@ def submit(job: Callable[[], Any], *, folder: str | Path, nodes: int = 1, gpus_p
     it is available and local processes otherwise; ``"slurm"``, ``"local"`` or ``"debug"`` force one.
     ``job.result()`` (or ``job.results()``, one per task) waits for it and re-raises a task's error.
     """
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-    params = dict(nodes=nodes, gpus_per_node=gpus_per_node, tasks_per_node=tasks_per_node or max(1, gpus_per_node),
-                  timeout_min=timeout_min, name=name)
+    folder = job_script_value("job folder", Path(folder).expanduser().absolute(), path=True)
+    params = dict(nodes=int(nodes), gpus_per_node=int(gpus_per_node),
+                  tasks_per_node=int(tasks_per_node or max(1, gpus_per_node)), timeout_min=int(timeout_min),
+                  name=job_script_value("job name", name))
     if cpus_per_task is not None:
-        params["cpus_per_task"] = cpus_per_task
+        params["cpus_per_task"] = int(cpus_per_task)
     if mem_gb is not None:
-        params["mem_gb"] = mem_gb
+        params["mem_gb"] = float(mem_gb)
     if partition is not None:
-        params["slurm_partition"] = partition
+        params["slurm_partition"] = job_script_value("partition", partition)
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)  # creates the folder: after every check
     executor.update_parameters(**params)
     return executor.submit(job)
