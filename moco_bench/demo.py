@@ -8,27 +8,29 @@ Every stage resumes: finished pretraining epochs and finished evaluations are no
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from moco_bench.config import load_config
-from moco_bench.data import embedded
 from moco_bench.errors import MocoBenchError
-from moco_bench.evaluators.suite import REPO_ROOT, eval_all, load_suite
-from moco_bench.results.report import write_report
 
 log = logging.getLogger(__name__)
-PRETRAIN_CONFIG = REPO_ROOT / "pretrain" / "mocov2_demo_fmnist.yaml"
-SUITE = REPO_ROOT / "suites" / "demo.yaml"
+PRETRAIN_CONFIG = "pretrain/mocov2_demo_fmnist.yaml"  # relative to the project root
+SUITE = "suites/demo.yaml"
 
 
 def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List[str]] = None,
              suite_overrides: Optional[List[str]] = None, data: Optional[Dict[str, dict]] = None,
              suite: Path | str = SUITE) -> Path:
     """Run the demo into ``out``; returns the report's path. ``data`` gives embedded-dataset sizes by name."""
+    from moco_bench.config import load_config
+    from moco_bench.data import embedded
+    from moco_bench.evaluators.suite import eval_all, load_suite
+    from moco_bench.paths import project_file
     from moco_bench.pretrain.train import pretrain
+    from moco_bench.results.report import write_report
 
     out = Path(out)
     data = data or {}
@@ -39,13 +41,13 @@ def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List
     seconds["data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    cfg = load_config(PRETRAIN_CONFIG, [f"output_dir={out / 'pretrain'}", *(pretrain_overrides or [])])
+    cfg = load_config(project_file(PRETRAIN_CONFIG), [f"output_dir={out / 'pretrain'}", *(pretrain_overrides or [])])
     checkpoint = pretrain(cfg)
     if checkpoint is None:
         raise MocoBenchError(f"{out / 'pretrain'}: pretraining wrote no checkpoint")
     seconds["pretrain"] = time.perf_counter() - t0
 
-    loaded = load_suite(suite, suite_overrides)
+    loaded = load_suite(project_file(suite), suite_overrides)
     failed = []
     for name, ckpt in (("pretrained", str(checkpoint)), ("random", f"random:{cfg.model.arch}")):
         t0 = time.perf_counter()
@@ -73,7 +75,8 @@ def _demo(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="pretrain the demo recipe, run the demo suite, compile the report")
+    p = sub.add_parser("demo", help="pretrain the demo recipe, run the demo suite, compile the report",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("results/demo"))
     p.add_argument("--pretrain", dest="pretrain_overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="overrides of pretrain/mocov2_demo_fmnist.yaml")

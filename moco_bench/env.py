@@ -57,3 +57,22 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def resolve_device(requested: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a CUDA device is visible, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` are
+    checked (asking for CUDA where there is none is an error, not a silent CPU run)."""
+    import torch
+
+    from moco_bench.errors import ConfigError
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = requested.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ConfigError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {requested!r}: CUDA is not available here (use --device cpu or auto)")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return requested

@@ -31,13 +31,39 @@ def test_hand_computed_without_ties():
     assert average_precision(np.array([1, 1, -1]), np.array([3.0, 2.0, 1.0])) == 1.0
 
 
-def test_ties_form_one_operating_point_whatever_the_order():
-    # the tie (negative, positive) at 0.8 counts as one point: P=2/3 at R=1, for either order of the pair
-    for labels, scores in (([1, -1, 1, -1], [0.9, 0.8, 0.8, 0.1]), ([1, 1, -1, -1], [0.9, 0.8, 0.8, 0.1])):
-        assert average_precision(np.array(labels), np.array(scores)) == pytest.approx(5 / 6)
-    # everything tied: one point, precision = prevalence
-    assert average_precision(np.array([-1, 1, -1, -1]), np.zeros(4)) == pytest.approx(0.25)
-    assert average_precision(np.array([1, -1, -1, -1]), np.zeros(4)) == pytest.approx(0.25)
+def _detectron2_ap(labels, scores):
+    """detectron2's ``voc_ap(use_07_metric=False)`` on one point per example, in fair-ssb's sort order
+    (``np.argsort(scores)[::-1]``), difficult examples left out as fair-ssb's test_svm leaves them out."""
+    voc_ap = pytest.importorskip("detectron2.evaluation.pascal_voc_evaluation").voc_ap
+    keep = labels != 0
+    labels, scores = labels[keep], np.asarray(scores, dtype=np.float64)[keep]
+    order = np.argsort(scores)[::-1]
+    tp = np.cumsum(labels[order] > 0).astype(np.float64)
+    fp = np.cumsum(labels[order] < 0).astype(np.float64)
+    return voc_ap(tp / (labels > 0).sum(), tp / np.maximum(tp + fp, np.finfo(np.float64).eps), use_07_metric=False)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_identical_to_detectron2_voc_ap_with_and_without_ties(ties):
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        labels = rng.choice([-1, 1, 0], size=40, p=[0.6, 0.3, 0.1])
+        labels[0] = 1
+        scores = rng.standard_normal(40) + 0.8 * labels
+        if ties:  # a few distinct values only: many ties, mixing positives, negatives and difficult examples
+            scores = np.round(scores)
+        assert average_precision(labels, scores) == _detectron2_ap(labels, scores)
+
+
+def test_tied_examples_are_points_of_their_own():
+    # fair-ssb's order of the tie at 0.8 (argsort, reversed) puts the positive before the negative here:
+    # P=(1, 1, 2/3) at R=(.5, 1, 1) -> AP 1; one point for the tie (the old rule) would give 5/6.
+    labels, scores = np.array([1, -1, 1, -1]), np.array([0.9, 0.8, 0.8, 0.1])
+    assert np.argsort(scores)[::-1][1] == 2
+    assert average_precision(labels, scores) == 1.0
+    # everything tied: the order is argsort's, reversed (the last example first)
+    assert average_precision(np.array([-1, 1, -1, -1]), np.zeros(4)) == pytest.approx(
+        _detectron2_ap(np.array([-1, 1, -1, -1]), np.zeros(4)))
 
 
 def test_difficult_examples_are_left_out():

@@ -29,7 +29,7 @@ from moco_bench.config import load_config
 from moco_bench.convert import load_backbone, read_detectron2_pkl, write_detectron2
 from moco_bench.data import embedded
 from moco_bench.errors import CheckpointError
-from moco_bench.evaluators.runner import evaluate_checkpoint, run_evaluation
+from moco_bench.evaluators.runner import check_config, evaluate_checkpoint, run_evaluation
 from moco_bench.results.store import load_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,5 +265,6 @@ def test_checkpoint_failing_the_key_check(tmp_path, capsys):
 def test_demo_configs_are_not_comparable():
     for path in sorted((EVALUATE / "demo").glob("*detection*.yaml")):
         cfg = load_config(path)
-        assert cfg.evaluator == "detectron2" and cfg.comparable is False and cfg.name.startswith("demo_"), path
+        assert cfg.evaluator == "detectron2" and cfg.name.startswith("demo_"), path
+        assert check_config(cfg)["comparable"] is False, path
         assert (REPO / cfg.d2_config).is_file()

@@ -23,15 +23,18 @@ def clusters(n, classes=10, d=32, seed=0):
 
 
 def torch_reference(train, train_labels, val, val_labels, k, T, classes):
-    """DINO/mmselfsup's weighted vote written plainly: full similarity matrix, topk, one-hot sum, sort."""
+    """DINO's ``knn_classifier`` (mmselfsup's copy) written independently in plain torch: full similarity
+    matrix, topk, a one-hot of the neighbours' labels times exp(sim / T) summed over neighbours, one sort of all
+    classes; top-5 counts the target among the first min(5, k) classes, votes or not."""
     train = torch.nn.functional.normalize(torch.from_numpy(train), dim=1)
     val = torch.nn.functional.normalize(torch.from_numpy(val), dim=1)
     sims, idx = (val @ train.T).topk(k, dim=1)
-    one_hot = torch.zeros(len(val), k, classes).scatter_(2, torch.from_numpy(train_labels)[idx].unsqueeze(2), 1)
-    votes = (one_hot * (sims / T).exp().unsqueeze(2)).sum(1)
-    top, pred = votes.sort(1, descending=True)
-    correct = (pred == torch.from_numpy(val_labels).view(-1, 1)) & (top > 0)
-    return 100.0 * correct[:, 0].sum().item() / len(val), 100.0 * correct[:, : min(5, k)].any(1).sum().item() / len(val)
+    one_hot = torch.zeros(len(val) * k, classes).scatter_(1, torch.from_numpy(train_labels)[idx].view(-1, 1), 1)
+    votes = torch.sum(one_hot.view(len(val), -1, classes) * sims.clone().div_(T).exp_().view(len(val), -1, 1), 1)
+    _, pred = votes.sort(1, True)
+    correct = pred.eq(torch.from_numpy(val_labels).view(-1, 1))
+    return (100.0 * correct.narrow(1, 0, 1).sum().item() / len(val),
+            100.0 * correct.narrow(1, 0, min(5, k)).sum().item() / len(val))
 
 
 def test_every_k_from_one_search_equals_the_plain_vote():
@@ -48,6 +51,26 @@ def test_every_k_from_one_search_equals_the_plain_vote():
     assert res[1][0] == res[1][1]  # top-5 of a single neighbour is its top-1, as in the reference
     one = knn_multi_k(train, train_labels, val, val_labels, [20], 0.07, 10)
     assert one[20] == res[20]
+
+
+def test_top5_counts_classes_without_votes_as_the_reference_does():
+    """Tight clusters of 40 classes (25 train images each): every query's 20 neighbours come from fewer than five
+    classes, so top-5 slots are filled by classes without votes, in torch.sort's order, as in the reference."""
+    rng = np.random.default_rng(5)
+    centers = 3.0 * rng.standard_normal((40, 64)).astype(np.float32)
+    train_labels, val_labels = np.arange(1000) % 40, rng.integers(0, 40, 200)
+    train = centers[train_labels] + 0.3 * rng.standard_normal((1000, 64)).astype(np.float32)
+    val = centers[val_labels] + 0.3 * rng.standard_normal((200, 64)).astype(np.float32)
+    val_labels = (val_labels + np.arange(200) % 3) % 40  # two thirds of the targets get no vote at all
+    sims = (val / np.linalg.norm(val, axis=1, keepdims=True)) @ (train / np.linalg.norm(train, axis=1,
+                                                                                      keepdims=True)).T
+    voted = [len(set(train_labels[np.argsort(-row)[:20]])) for row in sims]
+    assert max(voted) < 5  # the premise: fewer than five voted classes per row at k 20
+    ks = [1, 2, 4, 10, 20]
+    res = knn_multi_k(train, train_labels, val, val_labels, ks, 0.07, 40)
+    for k in ks:
+        assert res[k] == torch_reference(train, train_labels, val, val_labels, k, 0.07, 40), k
+    assert res[10][1] > res[10][0] + 10  # targets without votes reach the top 5 by rank alone
 
 
 def test_knn_top1_takes_torch_tensors():

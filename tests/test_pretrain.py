@@ -18,6 +18,7 @@ from moco_bench.errors import CheckpointError, ConfigError, DataError, ResultExi
 from moco_bench.launch.slurm import submit
 from moco_bench.pretrain import cli
 from moco_bench.pretrain.checkpoint import latest_checkpoint
+from moco_bench.pretrain.job import PretrainJob
 from moco_bench.pretrain.train import check_config, lr_factor, pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,7 +218,7 @@ def test_two_processes_train_together_as_a_submitit_job(data, tmp_path):
     """Two gloo ranks, started by submitit's local executor: the SLURM path's environment export and DDP."""
     out = tmp_path / "ddp"
     cfg = resolved(tiny_config(data, out, "optim.epochs=1", "monitor.knn_every=0"))
-    job = submit(cli.PretrainJob(cfg), folder=tmp_path / "jobs", tasks_per_node=2, cluster="local", timeout_min=5)
+    job = submit(PretrainJob(cfg), folder=tmp_path / "jobs", tasks_per_node=2, cluster="local", timeout_min=5)
     assert job.results() == [out / "checkpoint_0000.pth.tar", None]  # rank 0 writes the checkpoints
     ckpt = load(out / "checkpoint_0000.pth.tar")
     assert len(ckpt["rng"]) == 2  # each rank's random streams, for an exact resume with 2 processes
@@ -227,9 +228,9 @@ def test_two_processes_train_together_as_a_submitit_job(data, tmp_path):
 def test_pretrain_job_in_debug_executor_and_its_requeue_resumes(data, tmp_path):
     out = tmp_path / "job"
     cfg = resolved(tiny_config(data, out, "optim.epochs=1", "monitor.knn_every=0"))
-    job = submit(cli.PretrainJob(cfg), folder=tmp_path / "jobs", cluster="debug")
+    job = submit(PretrainJob(cfg), folder=tmp_path / "jobs", cluster="debug")
     assert job.result() == out / "checkpoint_0000.pth.tar"
-    requeued = cli.PretrainJob(cfg).checkpoint()
+    requeued = PretrainJob(cfg).checkpoint()
     assert requeued.function.args[0]["resume"] == str(out / "checkpoint_0000.pth.tar")
 
 

@@ -1,14 +1,26 @@
-"""Checkpoint formats in, torchvision and detectron2 weights out, with a key report for every conversion."""
+"""Checkpoint formats in, torchvision and detectron2 weights out, with a key report for every conversion.
 
-from moco_bench.convert.arch import ARCHS, detect_arch
-from moco_bench.convert.backbone import ConvertedBackbone, load_backbone, random_backbone, write_torchvision
-from moco_bench.convert.detectron2 import detectron2_key, read_detectron2_pkl, write_detectron2
-from moco_bench.convert.formats import FORMATS, detect_format
-from moco_bench.convert.outputs import write_outputs
-from moco_bench.convert.report import KeyReport
+The names below are imported on first use, so that ``moco-bench --help`` (which imports the ``convert``
+command's module) does not load torch.
+"""
 
-__all__ = [
-    "ARCHS", "FORMATS", "ConvertedBackbone", "KeyReport", "detect_arch", "detect_format", "detectron2_key",
-    "load_backbone", "random_backbone", "read_detectron2_pkl", "write_detectron2", "write_outputs",
-    "write_torchvision",
-]
+import importlib
+
+_EXPORTS = {
+    "ARCHS": "arch", "detect_arch": "arch",
+    "ConvertedBackbone": "backbone", "load_backbone": "backbone", "random_backbone": "backbone",
+    "write_torchvision": "backbone",
+    "detectron2_key": "detectron2", "read_detectron2_pkl": "detectron2", "write_detectron2": "detectron2",
+    "FORMATS": "formats", "detect_format": "formats",
+    "write_outputs": "outputs",
+    "KeyReport": "report",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+__all__ = sorted(_EXPORTS)

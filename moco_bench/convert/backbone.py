@@ -17,6 +17,7 @@ from torch import nn
 
 from moco_bench.convert.arch import CLASSIFIER_KEYS, build_resnet, detect_arch, expected_shapes
 from moco_bench.convert.formats import FORMATS, detect_format
+from moco_bench.convert.recipe import recipe_of
 from moco_bench.convert.report import KeyReport
 from moco_bench.convert.safe_pickle import torch_load
 from moco_bench.env import sha256_file
@@ -39,6 +40,7 @@ class ConvertedBackbone:
             caches and result folders tell seeds and torch versions' initializations apart).
         epoch: pretraining epochs as the checkpoint states them (0 for a random baseline), None if unknown.
         report: the key report of the conversion.
+        recipe: what pretraining produced it, as far as the file tells (``moco_bench.convert.recipe``).
     """
 
     arch: str
@@ -48,6 +50,7 @@ class ConvertedBackbone:
     sha256: str
     epoch: int | None
     report: KeyReport
+    recipe: dict | None = None
 
     def build_model(self) -> nn.Module:
         """``torchvision.models.<arch>`` holding these weights, with ``fc = Identity`` (pooled features out)."""
@@ -60,7 +63,7 @@ class ConvertedBackbone:
     def record(self) -> dict:
         """The ``checkpoint`` block of a result record."""
         return {"path": self.path, "sha256": self.sha256, "format": self.format, "arch": self.arch,
-                "epochs": self.epoch}
+                "epochs": self.epoch, "recipe": self.recipe or recipe_of(None, self.format, self.arch, self.epoch)}
 
 
 def load_backbone(path: str | Path, fmt: str | None = None, allow_missing: bool = False) -> ConvertedBackbone:
@@ -110,7 +113,8 @@ def load_backbone(path: str | Path, fmt: str | None = None, allow_missing: bool 
         raise CheckpointError(f"{source}: cannot convert this {layout.name} checkpoint into {arch}: "
                               + "; ".join(problems) + hint)
     return ConvertedBackbone(arch=arch, state_dict=state, format=layout.name, path=source,
-                             sha256=sha256_file(path), epoch=split.epoch, report=report)
+                             sha256=sha256_file(path), epoch=split.epoch, report=report,
+                             recipe=recipe_of(ckpt, layout.name, arch, split.epoch))
 
 
 def random_backbone(spec: str) -> ConvertedBackbone:

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from moco_bench.convert.backbone import load_backbone
-from moco_bench.convert.formats import format_names
-from moco_bench.convert.outputs import NAMES, TARGETS, write_outputs
+TARGETS = ("torchvision", "detectron2", "both")  # moco_bench.convert.outputs; here so that --help imports no torch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert", help="convert a self-supervised checkpoint to torchvision / detectron2 weights",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Detects the checkpoint layout and the ResNet architecture from the keys and shapes, writes "
-                    f"{NAMES['torchvision']} (torchvision state dict without fc) and/or {NAMES['detectron2']} "
-                    f"(detectron2, MoCo's conversion rules) and {NAMES['report']} into the output folder. "
-                    "CKPT may also be random:<arch>[@seed] for a random-initialization baseline.")
+                    "backbone.pth (torchvision state dict without fc) and/or backbone.pkl (detectron2, MoCo's "
+                    "conversion rules) and convert_report.json into the output folder. CKPT may also be "
+                    "random:<arch>[@seed] for a random-initialization baseline.")
     p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--to", choices=TARGETS, default="both", help="which weights to write (default: both)")
+    p.add_argument("--to", choices=TARGETS, default="both", help="which weights to write")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--format", choices=format_names(), default=None,
-                   help="force a layout instead of detecting it from the keys")
+    p.add_argument("--format", default=None, metavar="NAME",
+                   help="force a layout instead of detecting it from the keys (an unknown name lists the known)")
     p.add_argument("--allow-missing", action="store_true",
                    help="accept missing backbone keys (left at their initialization) and unexpected keys; "
                         "use only when you know why they are absent")
@@ -29,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from moco_bench.convert.backbone import load_backbone
+    from moco_bench.convert.outputs import write_outputs
+
     backbone = load_backbone(args.checkpoint, fmt=args.format, allow_missing=args.allow_missing)
     write_outputs(backbone, args.out, to=args.to, force=args.force)
     print(backbone.report.summary())

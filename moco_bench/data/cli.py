@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-import yaml
-
-from moco_bench.data import embedded
 from moco_bench.errors import ConfigError
 
 
 def parse_options(items) -> dict:
     """``key=value`` pairs with YAML values (``canvas=[96,128]``, ``n_test=50``)."""
+    import yaml
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -22,6 +22,8 @@ def parse_options(items) -> dict:
 
 
 def _build(args) -> int:
+    from moco_bench.data import embedded
+
     try:
         path = embedded.build(args.name, root=args.root, force=args.force, **parse_options(args.options))
     except TypeError as e:
@@ -33,7 +35,8 @@ def _build(args) -> int:
 def register(sub) -> None:
     data = sub.add_parser("data", help="embedded datasets")
     dsub = data.add_subparsers(dest="data_command", required=True)
-    b = dsub.add_parser("build", help="build an embedded dataset (imagefolder, minivoc, minicoco) into the cache")
+    b = dsub.add_parser("build", help="build an embedded dataset (imagefolder, minivoc, minicoco) into the cache",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("name", choices=["imagefolder", "minivoc", "minicoco"])
     b.add_argument("options", nargs="*", help="sizes as key=value, e.g. n_trainval=300 canvas=[96,128]")
     b.add_argument("--root", type=Path, default=None, help="output root (default: $MOCO_BENCH_DATA/embedded)")

@@ -1,9 +1,11 @@
 """Average precision of the VOC07 classification protocol (fair_self_supervision_benchmark, vissl, mmselfsup).
 
 AP is the area under the monotone precision envelope over every recall level ("all points", not VOC's
-11-point sampling). Labels are VOC's: 1 present, -1 absent, 0 difficult (left out). Tied scores form one
-operating point, so the result does not depend on how a sort orders equal scores (the anchors' argsort
-does, by accident); without ties the two agree exactly.
+11-point sampling), exactly as fair-ssb's ``calculate_ap`` and detectron2's ``voc_ap(use_07_metric=False)``
+compute it. Labels are VOC's: 1 present, -1 absent, 0 difficult (left out). Every scored example is one point
+of the precision/recall curve, in the anchors' order: fair-ssb's ``get_precision_recall`` sorts with
+``np.argsort(scores)[::-1]``, so tied scores are ranked as that sort leaves them (the VOC devkit and detectron2
+also take one point per example); without ties the order is the same for every implementation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,15 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from moco_bench.errors import DataError
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """Area under the precision envelope, summed where recall changes (detectron2 ``voc_ap``, fair-ssb
+    ``calculate_ap``): the curve is closed with (0, 0) and (1, 0)."""
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.maximum.accumulate(np.concatenate(([0.0], precision, [0.0]))[::-1])[::-1]
+    i = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray, what: str = "AP") -> float:
@@ -31,16 +42,10 @@ def average_precision(labels: np.ndarray, scores: np.ndarray, what: str = "AP") 
         raise DataError(f"{what}: no positive example (AP is undefined)")
     if not np.isfinite(scores).all():
         raise DataError(f"{what}: {int((~np.isfinite(scores)).sum())} score(s) are NaN or Inf")
-    order = np.argsort(-scores, kind="stable")
-    scores, positive = scores[order], positive[order]
-    tp = np.cumsum(positive)
-    fp = np.cumsum(~positive)
-    last_of_tie = np.r_[np.flatnonzero(np.diff(scores) != 0), len(scores) - 1]
-    tp, fp = tp[last_of_tie], fp[last_of_tie]
-    precision = tp / (tp + fp)
-    recall = tp / n_pos
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * envelope))
+    order = np.argsort(scores)[::-1]
+    tp = np.cumsum(positive[order])
+    fp = np.cumsum(~positive[order])
+    return voc_ap(tp / n_pos, tp / (tp + fp))
 
 
 def mean_average_precision(targets: np.ndarray, scores: np.ndarray, classes: Sequence[str],

@@ -34,8 +34,8 @@ class EvalOutput:
         per_seed: ``metric -> [value per seed/trial]`` where the protocol repeats trials.
         details: anything else worth keeping (per-class AP, chosen costs, curves).
         info: fields for the record's ``evaluation`` block: dataset, split, layer, pooling, seeds,
-            variant (a protocol variant, e.g. ``lowshot cost chosen on test``), comparable (False for
-            shortened or fast variants that must not be set beside published numbers).
+            variant (a protocol variant, e.g. ``lowshot cost chosen on test``). Whether a result is comparable
+            with published numbers is derived from its config by the runner (moco_bench/comparability.py).
     """
 
     metrics: Dict[str, float]

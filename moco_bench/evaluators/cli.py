@@ -5,13 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
+
+
+def announce_device(requested: str) -> str:
+    """The device ``requested`` resolves to (``auto``: CUDA when available), printed before any work."""
+    from moco_bench.env import resolve_device
+
+    device = resolve_device(requested)
+    print(f"device: {device}" + (" (auto)" if requested == "auto" else ""), flush=True)
+    return device
+
 
 def _eval(args) -> int:
     from moco_bench.evaluators.runner import evaluate_checkpoint
 
     overrides = list(args.overrides) + ([f"trials={args.trials}"] if args.trials is not None else [])
     record = evaluate_checkpoint(args.checkpoint, args.config, overrides, out_root=args.out, force=args.force,
-                                 device=args.device, workers=args.workers)
+                                 device=announce_device(args.device), workers=args.workers)
     metrics = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
     print(f"{record['evaluation']['name']}: {record['status']}" + (f" ({metrics})" if metrics else ""))
     if record["status"] != "ok":
@@ -29,7 +40,7 @@ def _eval_all(args) -> int:
              "slurm_partition": args.partition} if args.launcher == "slurm" else None
     if slurm and args.slurm_cluster in ("local", "debug"):
         slurm.pop("slurm_partition")
-    rows = eval_all(args.checkpoint, suite, out_root=args.out, force=args.force, device=args.device,
+    rows = eval_all(args.checkpoint, suite, out_root=args.out, force=args.force, device=announce_device(args.device),
                     workers=args.workers, launcher=args.launcher, slurm={k: v for k, v in (slurm or {}).items()
                                                                          if v is not None})
     print(f"\nsuite {suite.name} on {args.checkpoint}:")
@@ -41,26 +52,28 @@ def _eval_all(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="run one evaluation protocol on a checkpoint")
+    p = sub.add_parser("eval", help="run one evaluation protocol on a checkpoint",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint file (any supported format) or random:<arch>[@seed]")
     p.add_argument("--config", required=True, help="evaluate/<protocol>.yaml")
     p.add_argument("overrides", nargs="*", help="config overrides as key=value")
     p.add_argument("--out", type=Path, default=Path("results/runs"), help="results root")
     p.add_argument("--force", action="store_true", help="replace a finished result")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers and parallel jobs")
     p.add_argument("--trials", type=int, default=None,
                    help="independent runs (seeds) reported as mean and std, for protocols with a 'trials' key")
     p.set_defaults(func=_eval)
 
-    a = sub.add_parser("eval-all", help="run every evaluation of a suite on a checkpoint (resumable)")
+    a = sub.add_parser("eval-all", help="run every evaluation of a suite on a checkpoint (resumable)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a.add_argument("checkpoint", help="checkpoint file (any supported format) or random:<arch>[@seed]")
-    a.add_argument("--suite", default="suites/demo.yaml", help="suites/<name>.yaml")
+    a.add_argument("--suite", default="suites/paper.yaml", help="suites/<name>.yaml (paper, quick, demo)")
     a.add_argument("overrides", nargs="*", help="overrides applied to every evaluation, key=value")
     a.add_argument("--out", type=Path, default=Path("results/runs"), help="results root")
     a.add_argument("--force", action="store_true", help="re-run finished evaluations")
-    a.add_argument("--device", default="cpu")
-    a.add_argument("--workers", type=int, default=2)
+    a.add_argument("--device", default="auto", help=DEVICE_HELP)
+    a.add_argument("--workers", type=int, default=2, help="DataLoader workers and parallel jobs")
     a.add_argument("--launcher", choices=["local", "slurm"], default="local",
                    help="local: in this process; slurm: one submitit job per evaluation")
     a.add_argument("--partition", default=None, help="SLURM partition")

@@ -33,10 +33,10 @@ from moco_bench.config import resolved
 from moco_bench.convert import write_detectron2
 from moco_bench.errors import ConfigError, MissingDependency, TrainingDiverged
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
+from moco_bench.paths import project_file
 from moco_bench.results.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_HINT = ("detectron2 is not installed; install it with `.venv/bin/python scripts/install_detectron2.py` "
                 "(run by `make setup`; README, section 'detectron2')")
 COCO_PREFIX = {"bbox": "APbb", "segm": "APmk", "keypoints": "APkp"}  # results/published/numbers.csv names
@@ -54,12 +54,6 @@ def require_detectron2() -> None:
 
 def _source(cfg: DictConfig) -> str:
     return str(cfg.get("_source_", "config"))
-
-
-def _resolve_path(path: str) -> Path:
-    """Config paths are relative to the working directory, else to the project root (as suites resolve them)."""
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() else REPO_ROOT / p
 
 
 def merge_d2_file(d2, path: Path, source: str) -> None:
@@ -93,7 +87,7 @@ def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, dev
 
     from moco_bench.evaluators import d2_datasets, d2_model
 
-    path = _resolve_path(str(cfg.d2_config))
+    path = project_file(str(cfg.d2_config))
     if not path.is_file():
         raise ConfigError(f"{_source(cfg)}: d2_config {cfg.d2_config} not found")
     d2 = get_cfg()
@@ -316,9 +310,6 @@ def _summarize(runs: List[dict], cfg: DictConfig, norms: dict, world_size: int, 
                    f": {world_size} process{'es' if world_size > 1 else ''})"
     if cfg.get("variant"):
         variant = f"{cfg.variant}; {variant}"
-    overridden = _d2_opts(cfg.get("d2_overrides"))
-    if overridden and cfg.comparable:  # the protocol configs ship none: any is a departure from the protocol
-        variant += f"; d2_overrides {overridden}"
     details = {
         "norm": norms,
         "per_category_AP": _mean_tree([t[1] for t in per_trial]),  # trial means, as the metrics
@@ -332,6 +323,6 @@ def _summarize(runs: List[dict], cfg: DictConfig, norms: dict, world_size: int, 
         "seeds": [r["seed"] for r in runs],
     }
     info = {"dataset": "+".join(str(n) for n in cfg.datasets.train), "split": test_name,
-            "seeds": details["seeds"], "variant": variant, "comparable": bool(cfg.comparable) and not overridden,
+            "seeds": details["seeds"], "variant": variant,
             "norm": backbone_norm["used"], "world_size": world_size, "trials": len(runs)}
     return EvalOutput(metrics=metrics, per_seed=per_seed if len(runs) > 1 else {}, details=details, info=info)

@@ -2,8 +2,8 @@
 
 Features are L2-normalized; each validation image's ``max(k)`` nearest train features by inner product
 (cosine) are found once with faiss, and every ``k`` of the config is answered from that one search: the
-first ``k`` neighbours vote ``exp(sim / T)`` for their class. Top-5 looks at the first ``min(5, k)`` ranks,
-as the reference does, and a class without votes never counts as predicted.
+first ``k`` neighbours vote ``exp(sim / T)`` for their class, and classes are ranked as the reference ranks them
+(see :func:`vote`).
 
 Memory stays bounded on ImageNet-size sets: on CPU the train features are streamed in chunks against a
 chunk of queries and the running top-k merged in a faiss ResultHeap, so no N x D index (10 GB for ImageNet
@@ -80,16 +80,22 @@ def search(train_feats, val_feats, k: int, *, query_chunk: int = 16384, train_ch
 
 def vote(sims: np.ndarray, neighbour_labels: np.ndarray, val_labels: np.ndarray, ks: Sequence[int], T: float,
          num_classes: int, chunk: int = 8192) -> Dict[int, Tuple[float, float]]:
-    """``{k: (top1 %, top5 %)}`` from the ``max(ks)`` sorted neighbours' similarities and labels."""
+    """``{k: (top1 %, top5 %)}`` from the ``max(ks)`` sorted neighbours' similarities and labels.
+
+    As DINO's ``knn_classifier`` (and mmselfsup's copy of it): the first ``k`` neighbours vote ``exp(sim / T)``
+    (float32) for their class, every class is ranked by its vote sum with ``torch.sort(descending=True)``, top-1
+    is the first class and top-5 asks whether the target is among the first ``min(5, k)``. A class without
+    votes can therefore fill a top-5 slot when fewer than five classes received votes.
+    """
     hits = {k: np.zeros(2, dtype=np.int64) for k in ks}
     for start in range(0, len(sims), chunk):
-        w = torch.from_numpy(np.exp(sims[start:start + chunk].astype(np.float64) / T))
+        w = torch.from_numpy(np.ascontiguousarray(sims[start:start + chunk], dtype=np.float32)).div(T).exp()
         lab = torch.from_numpy(neighbour_labels[start:start + chunk])
         target = torch.from_numpy(val_labels[start:start + chunk]).view(-1, 1)
         for k in ks:
-            scores = torch.zeros(len(w), num_classes, dtype=torch.float64).scatter_add_(1, lab[:, :k], w[:, :k])
-            top, pred = scores.topk(min(5, k, num_classes), dim=1)
-            correct = (pred == target) & (top > 0)
+            scores = torch.zeros(len(w), num_classes, dtype=torch.float32).scatter_add_(1, lab[:, :k], w[:, :k])
+            _, ranked = scores.sort(1, True)
+            correct = ranked[:, : min(5, k)] == target
             hits[k] += np.array([correct[:, 0].sum().item(), correct.any(dim=1).sum().item()])
     return {k: (100.0 * float(h[0]) / len(sims), 100.0 * float(h[1]) / len(sims)) for k, h in hits.items()}
 

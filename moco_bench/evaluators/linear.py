@@ -112,7 +112,7 @@ def _info(cfg: DictConfig, layer: str, extra_variant: str = "") -> dict:
     variant = "; ".join(v for v in (str(cfg.variant or ""), extra_variant) if v)
     pooling = resolved(cfg)["features"]["pooling"] if "features" in cfg else "global average (torchvision avgpool)"
     return {"dataset": str(cfg.data.name), "split": str(cfg.data.val), "layer": layer, "pooling": pooling,
-            "seeds": [int(cfg.seed)], "variant": variant, "comparable": bool(cfg.comparable) and not extra_variant}
+            "seeds": [int(cfg.seed)], "variant": variant}
 
 
 def _details(result: dict, tc: TrainConfig, di) -> dict:
@@ -227,8 +227,9 @@ def _cache_request(cfg: DictConfig, device: torch.device) -> DictConfig:
 def mhead_linear_fast(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Quick look: the multi-layer heads trained on cached features of the val transform (no augmentation).
 
-    Not the protocol: its results carry ``comparable: False`` and their own variant label, so tables keep them
-    apart. The features come from the shared cache (``features.py``), so a second run skips the backbone.
+    Not the protocol: its evaluator differs from the protocol's, so its results are never comparable, and they
+    carry their own variant label so that tables keep them apart. The features come from the shared cache
+    (``features.py``), so a second run skips the backbone.
     """
     di = dist_info(ctx.device)
     if di.world_size > 1:

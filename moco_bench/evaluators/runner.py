@@ -16,7 +16,7 @@ from typing import Iterable, Optional
 
 from omegaconf import DictConfig
 
-from moco_bench import paths
+from moco_bench import comparability, paths
 from moco_bench.config import load_config, resolved, save_config
 from moco_bench.env import environment
 from moco_bench.errors import ConfigError, DatasetNotFound, MissingDependency, ResultExistsError, describe
@@ -27,6 +27,7 @@ from moco_bench.results.store import checkpoint_label, is_finished, write_result
 
 log = logging.getLogger(__name__)
 SKIP_ERRORS = (DatasetNotFound, MissingDependency)
+INFO_KEYS = ("variant",)  # record fields an evaluator's info may refine; comparability is the runner's alone
 
 
 def checkpoint_id(backbone) -> str:
@@ -34,13 +35,15 @@ def checkpoint_id(backbone) -> str:
     return checkpoint_label(backbone.path, backbone.sha256)
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Fail before any work when the config names no evaluator or an unknown one."""
+def check_config(cfg: DictConfig) -> dict:
+    """Fail before any work when the config names no evaluator or an unknown one, or no shipped protocol;
+    returns the config's comparability assessment (moco_bench/comparability.py)."""
     load_all()
     for key in ("evaluator", "name"):
         if key not in cfg:
             raise ConfigError(f"{cfg.get('_source_', 'config')}: evaluation configs need an {key!r} key")
     EVALUATORS.get(cfg.evaluator)
+    return comparability.assess(cfg)
 
 
 def run_evaluation(
@@ -59,7 +62,7 @@ def run_evaluation(
     exception as ``failed`` with its traceback. Under torchrun only rank 0 writes. The record is returned
     either way; callers decide what a failure means for them.
     """
-    check_config(cfg)
+    assessment = check_config(cfg)
     out_dir = Path(out_root) / checkpoint_id(backbone)
     result_path = out_dir / f"{cfg.name}.json"
     if not force and is_finished(result_path):
@@ -72,14 +75,16 @@ def run_evaluation(
     if main_rank:
         save_config(cfg, work_dir / "config.yaml")
     ctx = EvalContext(out_dir=work_dir, cache_dir=paths.data_cache() / "features", device=device, workers=workers)
-    # comparable: the published protocol on the published data; demo, quick and fast variants say false.
+    note = comparability.describe(assessment)
+    log.info("%s: %s", cfg.name, note)
     evaluation = {"name": cfg.name, "protocol": cfg.evaluator, "config": resolved(cfg),
                   "benchmark": cfg.get("benchmark", cfg.name), "variant": cfg.get("variant", ""),
-                  "comparable": bool(cfg.get("comparable", True))}
+                  "comparable": assessment["comparable"], "comparability": assessment, "comparability_note": note,
+                  "published_protocol": assessment["published_protocol"]}
     start, status, error, output = now(), "ok", None, None
     try:
         output = EVALUATORS.get(cfg.evaluator)(backbone, cfg, ctx)
-        evaluation.update(output.info)
+        evaluation.update({k: v for k, v in output.info.items() if k not in evaluation or k in INFO_KEYS})
     except SKIP_ERRORS as e:
         status, error = "skipped", describe(e)
     except Exception as e:  # noqa: BLE001 - any failure becomes a failed record; the traceback is kept

@@ -27,10 +27,10 @@ from omegaconf import DictConfig, ListConfig
 from moco_bench.config import load_config
 from moco_bench.errors import ConfigError
 from moco_bench.evaluators.runner import check_config, checkpoint_id, run_evaluation
+from moco_bench.paths import project_file
 from moco_bench.results.store import is_finished, read_result
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -51,19 +51,9 @@ class Suite:
     entries: List[SuiteEntry]
 
 
-def _resolve(path: str) -> Path:
-    """Config paths are relative to the working directory, else to the project root."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return REPO_ROOT / p
-
-
 def load_suite(path: Path | str, extra_overrides: Optional[List[str]] = None) -> Suite:
     """Load a suite and every config it names; raises ConfigError naming the suite and entry on any problem."""
-    path = Path(path)
-    if not path.is_file() and (REPO_ROOT / path).is_file():
-        path = REPO_ROOT / path
+    path = project_file(path)
     raw = load_config(path)
     items = raw.get("evaluations")
     if not isinstance(items, ListConfig) or not items:
@@ -79,7 +69,7 @@ def load_suite(path: Path | str, extra_overrides: Optional[List[str]] = None) ->
         if listed is not None and not isinstance(listed, ListConfig):
             raise ConfigError(f"{path}: evaluations[{i}].overrides should be a list of key=value strings")
         overrides = [str(o) for o in (listed or [])] + list(extra_overrides or [])
-        config_path = _resolve(str(item.config))
+        config_path = project_file(str(item.config))
         try:
             cfg = load_config(config_path, overrides)
             check_config(cfg)

@@ -12,37 +12,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from omegaconf import OmegaConf
-from submitit.helpers import DelayedSubmission
 
-from moco_bench.config import load_config, resolved
-from moco_bench.launch.slurm import DistributedJob, submit
-from moco_bench.pretrain import checkpoint
-from moco_bench.pretrain.train import preflight, pretrain
-
-
-class PretrainJob(DistributedJob):
-    """A pretraining run as a SLURM job; a requeued job resumes from the latest checkpoint of its output_dir."""
-
-    def __init__(self, cfg: dict):
-        super().__init__(pretrain_resolved, cfg)
-
-    def checkpoint(self, *args, **kwargs) -> DelayedSubmission:
-        cfg = dict(self.args[0])
-        latest = checkpoint.latest_checkpoint(Path(cfg["output_dir"]))
-        if latest is not None:
-            cfg["resume"] = str(latest)
-        return DelayedSubmission(PretrainJob(cfg))
-
-
-def pretrain_resolved(cfg: dict):
-    return pretrain(OmegaConf.create(cfg))
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The usage examples of the description kept as written, and every option's default shown."""
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "pretrain", help="MoCo v1/v2 pretraining", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "pretrain", help="MoCo v1/v2 pretraining", description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--config", required=True, help="a recipe under pretrain/")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.epochs=100")
     p.add_argument("--launcher", choices=("local", "slurm"), default="local",
@@ -61,6 +38,11 @@ def register(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from moco_bench.config import load_config, resolved
+    from moco_bench.launch.slurm import submit
+    from moco_bench.pretrain.job import PretrainJob
+    from moco_bench.pretrain.train import preflight, pretrain
+
     cfg = load_config(args.config, args.overrides)
     if args.launcher == "local":
         last = pretrain(cfg)

@@ -105,6 +105,9 @@ def gather_rng(world_size: int) -> list:
 def pretrain(cfg: DictConfig) -> Optional[Path]:
     """Train MoCo as ``cfg`` says; returns the last checkpoint written (on rank 0; None elsewhere)."""
     env = distributed.setup(cfg.device)
+    if env.is_main:
+        print(f"device: {env.device}" + (" (auto)" if cfg.device == "auto" else "")
+              + (f", {env.world_size} processes" if env.world_size > 1 else ""), flush=True)
     if env.device.type == "cpu" and cfg.cpu_threads:
         torch.set_num_threads(cfg.cpu_threads)
     try:

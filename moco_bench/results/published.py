@@ -10,7 +10,8 @@ import pandas as pd
 from moco_bench.errors import DataError
 
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "results" / "published" / "numbers.csv"
-COLUMNS = ("method", "pretrain_data", "epochs", "arch", "benchmark", "protocol", "metric", "value", "source", "note")
+COLUMNS = ("method", "pretrain_data", "epochs", "arch", "benchmark", "protocol", "metric", "value", "spread", "source",
+           "note")
 _FEATURE = re.compile(r"feature[1-5]")
 
 
@@ -35,5 +36,6 @@ def load_published(path: Path | str = DEFAULT_CSV) -> pd.DataFrame:
     if missing:
         raise DataError(f"{path}: published-numbers CSV lacks columns {missing}")
     df["value"] = pd.to_numeric(df["value"], errors="raise")
+    df["spread"] = pd.to_numeric(df["spread"].replace("", float("nan")), errors="raise")
     df["layer"] = [layer_of(m, p) for m, p in zip(df["metric"], df["protocol"])]
     return df

@@ -13,7 +13,7 @@ from moco_bench.results.plots import plot_tables
 from moco_bench.results.published import DEFAULT_CSV, load_published
 from moco_bench.results.schema import now
 from moco_bench.results.store import load_results
-from moco_bench.results.tables import compile_tables, status_table, summary_table
+from moco_bench.results.tables import Reference, compile_tables, status_table, summary_table
 
 
 def _slug(name: str) -> str:
@@ -25,7 +25,8 @@ def _display(df: pd.DataFrame, numeric: Sequence[str] = ("value",)) -> pd.DataFr
     for col in (*numeric, "delta"):
         if col in out:
             out[col] = [("" if pd.isna(v) else f"{v:+.2f}" if col == "delta" else f"{v:.2f}") for v in out[col]]
-    return out.fillna("")
+    out = out.astype(object)
+    return out.where(out.notna(), "")
 
 
 def _write_table(table: pd.DataFrame, shown: pd.DataFrame, base: Path) -> None:
@@ -35,13 +36,17 @@ def _write_table(table: pd.DataFrame, shown: pd.DataFrame, base: Path) -> None:
     atomic_write_text(base.with_suffix(".html"), shown.to_html(index=False))
 
 
-def write_report(results: Sequence[Path | str], out_dir: Path | str, published: Path | str | None = DEFAULT_CSV
-                 ) -> Path:
-    """Compile every result under ``results`` into ``out_dir``; returns the path of ``report.md``."""
+def write_report(results: Sequence[Path | str], out_dir: Path | str, published: Path | str | None = DEFAULT_CSV,
+                 reference: Reference = None) -> Path:
+    """Compile every result under ``results`` into ``out_dir``; returns the path of ``report.md``.
+
+    ``reference``: ``(method, epochs)`` of the published rows to hold every result against, instead of each
+    checkpoint's recorded recipe.
+    """
     out_dir = Path(out_dir)
     df = load_results([Path(p) for p in results])
     pub = load_published(published) if published else None
-    tables = compile_tables(df, pub) if not df.empty else {}
+    tables = compile_tables(df, pub, reference) if not df.empty else {}
     lines: List[str] = ["# moco-bench report\n", f"Generated {now()} from: {', '.join(map(str, results))}.\n"]
     html: List[str] = [f"<h1>moco-bench report</h1><p>Generated {now()}.</p>"]
     summary = summary_table(df) if not df.empty else pd.DataFrame()

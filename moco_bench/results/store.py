@@ -87,6 +87,7 @@ def load_results(folder: Path | str | List[Path | str]) -> pd.DataFrame:
             skipped.append({"file": str(path), "reason": str(e)})
             continue
         ev, ck = rec["evaluation"], rec["checkpoint"]
+        recipe = ck.get("recipe") or {}
         base = {
             "file": str(path),
             "evaluation": ev["name"],
@@ -96,11 +97,17 @@ def load_results(folder: Path | str | List[Path | str]) -> pd.DataFrame:
             "dataset": ev.get("dataset", ""),
             "split": ev.get("split", ""),
             "layer": ev.get("layer", ""),
-            "comparable": ev.get("comparable", True),
+            "comparable": bool(ev.get("comparable", False)),  # a record that does not say is not comparable
+            "comparability_note": ev.get("comparability_note", "not comparable: the record does not say"),
+            "published_protocol": ev.get("published_protocol") or "",
             "checkpoint": ck.get("path", ""),
             "sha256": ck.get("sha256", ""),
             "arch": ck.get("arch", ""),
             "epochs": ck.get("epochs"),
+            "recipe_method": recipe.get("method") or "",
+            "recipe_epochs": "" if recipe.get("epochs") is None else str(recipe["epochs"]),
+            "recipe_arch": recipe.get("arch") or "",
+            "recipe_data": recipe.get("pretrain_data") or "",
             "status": rec["status"],
             "error": rec.get("error"),
             "finished": rec["timing"].get("end", ""),

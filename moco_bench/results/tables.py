@@ -1,30 +1,42 @@
 """Compile result records into one table per benchmark, our rows beside the published ones.
 
-Every row carries its protocol, dataset and layer, so no number stands without what produced it. Deltas
-are given only for our rows whose evaluation is comparable (the published protocol on the published
-dataset) and only against a published row of the same benchmark, metric and layer. A protocol variant
-(a shortened run, the fast head-on-cached-features linear evaluation) gets a table of its own, so its
-numbers never mix with the protocol's.
+Every row carries its protocol, dataset and layer, so no number stands without what produced it. The published
+row a result is held against (its reference) is chosen by the checkpoint's recipe (method, epochs, arch and
+pretraining data, as the checkpoint records them, or ``reference`` given by hand) among the rows of the same
+benchmark, the same published protocol (never a row of another protocol), metric and layer. A delta is given
+only for a comparable result (its config is the shipped protocol: moco_bench/comparability.py), and where the
+source states a spread, whether the delta lies within it. A protocol variant (a shortened run, the fast
+head-on-cached-features linear evaluation) gets a table of its own, so its numbers never mix with the protocol's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Tuple
 
 import pandas as pd
 
 from moco_bench.results.published import layer_of
 from moco_bench.results.store import checkpoint_label
 
-COLUMNS = ["row", "method", "epochs", "arch", "dataset", "protocol", "layer", "metric", "value", "delta", "reference",
-           "source", "note"]
-DEFAULT_REFERENCE = ("MoCo v2", "200")
+COLUMNS = ["row", "method", "epochs", "arch", "dataset", "protocol", "layer", "metric", "value", "reference", "delta",
+           "spread", "within_spread", "source", "note"]
+Reference = Optional[Tuple[str, str]]  # (method, epochs) named by hand, e.g. ("MoCo v1", "200")
+
+
+def parse_reference(text: str | None) -> Reference:
+    """``"MoCo v1 200"`` -> ``("MoCo v1", "200")``: the method, then the pretraining epochs."""
+    if not text:
+        return None
+    method, _, epochs = text.strip().rpartition(" ")
+    if not method or not epochs.isdigit():
+        raise ValueError(f"reference {text!r}: expected '<method> <epochs>', e.g. 'MoCo v1 200'")
+    return method, epochs
 
 
 def ours(results: pd.DataFrame) -> pd.DataFrame:
     """Our finished rows, the newest record winning where one evaluation of a checkpoint has several."""
-    ok = results[results["status"] == "ok"].copy()
+    ok = results[results["status"] == "ok"].copy() if not results.empty else results
     if ok.empty:
         return pd.DataFrame(columns=COLUMNS + ["benchmark", "table"])
     ok["method"] = [checkpoint_label(p, s) for p, s in zip(ok["checkpoint"], ok["sha256"])]
@@ -35,8 +47,8 @@ def ours(results: pd.DataFrame) -> pd.DataFrame:
     notes = dict(zip(records["file"], counts))
     ok = ok[ok["file"].isin(keep)].copy()
     ok["note"] = ["; ".join(n for n in (f"newest of {notes[f]} results" if notes[f] > 1 else "",
-                                        "" if c else "not comparable with published (other data or protocol)") if n)
-                  for f, c in zip(ok["file"], ok["comparable"])]
+                                        "" if c else why) if n)
+                  for f, c, why in zip(ok["file"], ok["comparable"], ok["comparability_note"])]
     ok["row"] = "ours"
     ok["layer"] = [layer_of(m, "", lay) for m, lay in zip(ok["metric"], ok["layer"])]
     ok["protocol"] = [e + (f" [{v}]" if v else "") for e, v in zip(ok["evaluation"], ok["variant"])]
@@ -46,26 +58,65 @@ def ours(results: pd.DataFrame) -> pd.DataFrame:
     return ok
 
 
+def _candidates(pub: pd.DataFrame, row: pd.Series, reference: Reference) -> pd.DataFrame:
+    """Published rows of ``row``'s benchmark, protocol, metric and layer for its recipe (or ``reference``)."""
+    if pub is None or not row["published_protocol"]:
+        return pub.iloc[0:0] if pub is not None else pd.DataFrame()
+    method, epochs = reference or (row["recipe_method"], row["recipe_epochs"])
+    rows = pub[(pub["benchmark"] == row["benchmark"]) & (pub["protocol"] == row["published_protocol"])
+               & (pub["metric"] == row["metric"]) & (pub["layer"] == row["layer"]) & (pub["method"] == method)
+               & (pub["epochs"] == str(epochs)) & (pub["arch"] == row["recipe_arch"])]
+    if row["recipe_data"] and reference is None:
+        rows = rows[rows["pretrain_data"] == row["recipe_data"]]
+    return rows
+
+
+def _hold_against(rows: pd.DataFrame, pub: Optional[pd.DataFrame], reference: Reference) -> pd.DataFrame:
+    """Fill reference, delta, spread and within_spread of our rows; note what could not be matched."""
+    rows = rows.copy()
+    rows["reference"], rows["delta"], rows["spread"], rows["within_spread"] = "", float("nan"), float("nan"), ""
+    for i, r in rows.iterrows():
+        match = _candidates(pub, r, reference)
+        if match.empty:
+            if r["published_protocol"] and pub is not None and r["comparable"]:
+                recipe = " ".join(str(x) for x in reference or (r["recipe_method"], r["recipe_epochs"]) if x)
+                rows.at[i, "note"] = _join(r["note"], f"no published {r['published_protocol']!r} row for "
+                                                      f"{recipe or 'an unknown recipe'} ({r['recipe_arch']})")
+            continue
+        m = match.iloc[0]
+        rows.at[i, "reference"] = f"{m['method']} {m['epochs']}ep {m['arch']} {m['pretrain_data']} ({m['source']}): " \
+                                  f"{m['value']:g}" + (f" +-{m['spread']:g}" if pd.notna(m["spread"]) else "")
+        also = [f"{a['value']:g} ({a['source']})" for _, a in match.iloc[1:].iterrows()]
+        if also:
+            rows.at[i, "note"] = _join(rows.at[i, "note"], "also published: " + ", ".join(also))
+        if r["comparable"]:
+            delta = r["value"] - m["value"]
+            rows.at[i, "delta"], rows.at[i, "spread"] = delta, m["spread"]
+            if pd.notna(m["spread"]):
+                rows.at[i, "within_spread"] = "within" if abs(delta) <= m["spread"] + 1e-9 else "outside"
+    return rows
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
 def compile_tables(results: pd.DataFrame, published: Optional[pd.DataFrame] = None,
-                   reference: Sequence[str] = DEFAULT_REFERENCE) -> Dict[str, pd.DataFrame]:
-    """``{table name: DataFrame}``; table names are benchmarks, with ``[variant]`` for protocol variants."""
+                   reference: Reference = None) -> Dict[str, pd.DataFrame]:
+    """``{table name: DataFrame}``; table names are benchmarks, with ``[variant]`` for protocol variants.
+
+    Published rows are listed beside ours only for the benchmark and published protocol our rows ran.
+    """
     mine = ours(results)
     tables: Dict[str, pd.DataFrame] = {}
     for name, rows in mine.groupby("table", sort=True):
-        rows = rows.copy()
-        benchmark = rows["benchmark"].iloc[0]
-        pub = published[published["benchmark"] == benchmark].copy() if published is not None else None
-        rows["delta"], rows["reference"] = float("nan"), ""
-        if pub is not None and not pub.empty:
-            ref = pub[(pub["method"] == reference[0]) & (pub["epochs"] == str(reference[1]))]
-            for i, r in rows.iterrows():
-                match = ref[(ref["metric"] == r["metric"]) & (ref["layer"] == r["layer"])]
-                if r["comparable"] and not match.empty:
-                    m = match.iloc[0]
-                    rows.at[i, "delta"] = r["value"] - m["value"]
-                    rows.at[i, "reference"] = f"{m['method']} {m['epochs']}ep ({m['source']})"
-            pub["row"], pub["dataset"], pub["delta"], pub["reference"] = "published", "", float("nan"), ""
-            pub = pub[pub["metric"].isin(rows["metric"]) | pub["layer"].isin(rows["layer"])]
+        rows = _hold_against(rows, published, reference)
+        labels = set(rows["published_protocol"]) - {""}
+        if published is not None and labels:
+            pub = published[(published["benchmark"] == rows["benchmark"].iloc[0])
+                            & published["protocol"].isin(labels) & published["metric"].isin(rows["metric"])].copy()
+            pub["row"], pub["dataset"], pub["reference"], pub["delta"], pub["within_spread"] = \
+                "published", "", "", float("nan"), ""
             rows = pd.concat([rows, pub], ignore_index=True)
         rows["_published"] = rows["row"] == "published"
         tables[name] = rows.sort_values(["_published", "layer", "metric"], kind="stable")[COLUMNS].reset_index(

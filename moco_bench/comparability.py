@@ -1,0 +1,120 @@
+"""Whether a run is the published protocol: derived from the config, never declared.
+
+Every evaluation config carries a ``comparability`` block naming the shipped protocol file it is, or derives
+from (``evaluate/<protocol>.yaml``; ``null`` for a demo that derives from none). The run's config is compared
+with that file key by key, before interpolation (so ``${datasets:imagenet}`` is the same key wherever
+``$MOCO_BENCH_DATASETS`` points). Keys the
+*protocol file* lists under ``free_keys`` cannot change a number (paths of outputs, workers, chunk sizes,
+labels), each with its reason; any other difference makes the result not comparable, and the record keeps
+every such key with both values. ``requires`` names values a run must have although the shipped default
+differs (low-shot: the published figures chose the cost on the test set; the suite's default does not).
+
+The block of the run itself is never trusted for these lists: a run cannot declare a key free.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Any, Dict, List, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from moco_bench.errors import ConfigError
+
+BLOCK = "comparability"
+_NAME = re.compile(r"[a-z0-9_]+")
+_IGNORED = ("_source_", BLOCK)
+ABSENT = "(absent)"
+
+
+def flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
+    """``{"a.b.c": leaf}`` of nested mappings; lists are leaves (a changed list is one difference)."""
+    if isinstance(tree, Mapping):
+        out: Dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: tree}
+
+
+def _raw(cfg: DictConfig) -> Dict[str, Any]:
+    return flatten(OmegaConf.to_container(cfg, resolve=False))
+
+
+def _free(key: str, patterns: Mapping[str, str]) -> bool:
+    return any(key == p or key.startswith(p + ".") or fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def protocol_config(cfg: DictConfig) -> DictConfig:
+    """The shipped protocol file ``cfg.comparability.protocol`` names, loaded as shipped."""
+    from moco_bench.config import load_config
+    from moco_bench.paths import project_root
+
+    source = cfg.get("_source_", "config")
+    block = cfg.get(BLOCK)
+    if block is None or "protocol" not in block:
+        raise ConfigError(f"{source}: evaluation configs need a '{BLOCK}.protocol' key naming their shipped "
+                          "protocol file (evaluate/<protocol>.yaml)")
+    name = str(block.protocol)
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"{source}: {BLOCK}.protocol {name!r} must be the name of a file in evaluate/ "
+                          "(lower-case letters, digits, _)")
+    path = project_root() / "evaluate" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{source}: {BLOCK}.protocol {name!r}: no shipped protocol file {path}")
+    protocol = load_config(path)
+    own = protocol.get(BLOCK)
+    if own is None or str(own.get("protocol")) != name:
+        raise ConfigError(f"{path}: a shipped protocol file names itself in {BLOCK}.protocol ({name!r})")
+    return protocol
+
+
+def assess(cfg: DictConfig) -> Dict[str, Any]:
+    """``{protocol, published_protocol, comparable, differences, free_changes, unmet}`` of a run's config.
+
+    ``differences``: ``{key: {"protocol": shipped value, "run": this run's}}`` for every key that can change
+    a number; ``unmet``: ``{key: {"required": value, "run": value, "reason": text}}``.
+    """
+    if cfg.get(BLOCK) is not None and cfg[BLOCK].get("protocol", "") is None:
+        return {"protocol": None, "published_protocol": None, "comparable": False, "differences": {},
+                "free_changes": {}, "unmet": {}, "reason": "derives from no published protocol"}
+    protocol = protocol_config(cfg)
+    block = protocol[BLOCK]
+    free = dict(block.get("free_keys") or {})
+    requires = dict(block.get("requires") or {})
+    shipped, run = _raw(protocol), _raw(cfg)
+    differences, free_changes = {}, {}
+    for key in sorted(set(shipped) | set(run)):
+        if key.split(".")[0] in _IGNORED or key in requires:
+            continue
+        a, b = shipped.get(key, ABSENT), run.get(key, ABSENT)
+        if a != b:
+            (free_changes if _free(key, free) else differences)[key] = {"protocol": a, "run": b}
+    unmet = {}
+    for key, spec in requires.items():
+        value = run.get(key, ABSENT)
+        if value != spec["value"]:
+            unmet[key] = {"required": spec["value"], "run": value, "reason": str(spec["reason"])}
+    return {"protocol": str(block.protocol), "published_protocol": block.get("published"),
+            "comparable": not differences and not unmet, "differences": differences,
+            "free_changes": free_changes, "unmet": unmet, "reason": ""}
+
+
+def describe(assessment: Mapping[str, Any], limit: int = 4) -> str:
+    """One line: ``comparable with evaluate/x.yaml`` or ``not comparable: schedule.epochs 100 -> 10; ...``."""
+    if assessment["comparable"]:
+        return f"the published protocol (evaluate/{assessment['protocol']}.yaml)"
+    if assessment["reason"]:
+        return f"not comparable: {assessment['reason']}"
+    parts: List[str] = [f"{k} {_short(v['protocol'])} -> {_short(v['run'])}"
+                        for k, v in assessment["differences"].items()]
+    parts += [f"{k} {_short(v['run'])} (published: {_short(v['required'])}; {v['reason']})"
+              for k, v in assessment["unmet"].items()]
+    more = f"; and {len(parts) - limit} more" if len(parts) > limit else ""
+    return "not comparable: " + "; ".join(parts[:limit]) + more
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
