@@ -26,13 +26,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from moco_bench import paths  # noqa: E402
-from moco_bench.config import load_config  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
 from moco_bench.convert import load_backbone  # noqa: E402
+from moco_bench.core import paths  # noqa: E402
 from moco_bench.data import embedded  # noqa: E402
-from moco_bench.evaluators import detection  # noqa: E402, F401 - registers the evaluator
-from moco_bench.evaluators.d2_datasets import build_deepforest_voc  # noqa: E402
-from moco_bench.evaluators.runner import run_evaluation  # noqa: E402
+from moco_bench.data.deepforest import build_deepforest_voc  # noqa: E402
+from moco_bench.engine.runner import run_evaluation  # noqa: E402
+from moco_bench.evaluators.schema import load_evaluation  # noqa: E402
 
 # (name, evaluation config, d2 config or None for the config's own, data, checkpoint)
 SPEED_MODELS = [
@@ -43,7 +44,7 @@ SPEED_MODELS = [
     ("R50-FPN Mask R-CNN", "demo/coco_detection_mask_fpn.yaml", None, "coco", "random:resnet50@0"),
     ("R50-FPN keypoint R-CNN", "demo/coco_detection_keypoint_fpn.yaml", None, "coco", "random:resnet50@0"),
 ]
-PROTOCOL_HEADS = ["MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", [512] * 8]  # the demo shrinks it; time the protocol's
+PROTOCOL_HEADS = {"MODEL": {"ROI_KEYPOINT_HEAD": {"CONV_DIMS": [512] * 8}}}  # the demo shrinks it; time the protocol's
 
 
 def _evaluate(backbone, cfg, out: Path) -> dict:
@@ -62,11 +63,11 @@ def deepforest(args, out: Path) -> bool:
     rows = {}
     # untrained: one step at learning rate 0 (detectron2 needs an iteration; only BN statistics move)
     for label, iters, lr in (("untrained", 1, 0.0), ("fine-tuned", args.iters, None)):
-        cfg = load_config(REPO / "evaluate" / "demo" / "deepforest_detection.yaml")
-        cfg.d2_overrides = list(cfg.d2_overrides) + ["SOLVER.MAX_ITER", iters, "SOLVER.STEPS",
-                                                     [int(iters * 2 / 3), int(iters * 13 / 15)]]
+        cfg = load_evaluation(REPO / "evaluate" / "demo" / "deepforest_detection.yaml")
+        solver = {"MAX_ITER": iters, "STEPS": [int(iters * 2 / 3), int(iters * 13 / 15)]}
         if lr is not None:
-            cfg.d2_overrides = list(cfg.d2_overrides) + ["SOLVER.BASE_LR", lr, "SOLVER.STEPS", []]
+            solver.update(BASE_LR=lr, STEPS=[])
+        cfg.d2_overrides = OmegaConf.merge(cfg.d2_overrides, {"SOLVER": solver})
         rec = _evaluate(backbone, cfg, out / label)
         m, d = rec["metrics"], rec["details"]
         rows[label] = m
@@ -88,7 +89,7 @@ def speed(args, out: Path) -> None:
     print(f"\nseconds per training iteration, 2 images of {args.size}x{int(args.size * 4 / 3)}, "
           f"{torch.get_num_threads()} thread(s), {args.speed_iters} iterations (median after the first):")
     for name, config, d2_config, data, ckpt in SPEED_MODELS:
-        cfg = load_config(REPO / "evaluate" / config)
+        cfg = load_evaluation(REPO / "evaluate" / config)
         if d2_config:
             cfg.d2_config = f"evaluate/detectron2/{d2_config}"
         for src_name, spec in cfg.datasets.sources.items():
@@ -98,10 +99,11 @@ def speed(args, out: Path) -> None:
                 split = "trainval" if src_name.endswith("trainval") else "test"
                 spec.json, spec.image_root = str(coco / "annotations" / f"instances_{split}.json"), str(coco / split)
         size = [args.size, int(args.size * 4 / 3)]
-        cfg.d2_overrides = list(cfg.d2_overrides) + [
-            "INPUT.MIN_SIZE_TRAIN", [size[0]], "INPUT.MAX_SIZE_TRAIN", size[1], "INPUT.MIN_SIZE_TEST", size[0],
-            "INPUT.MAX_SIZE_TEST", size[1], "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", args.speed_iters,
-            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", args.rois, "TEST.PRECISE_BN.ENABLED", False, *PROTOCOL_HEADS]
+        cfg.d2_overrides = OmegaConf.merge(cfg.d2_overrides, PROTOCOL_HEADS, {
+            "INPUT": {"MIN_SIZE_TRAIN": [size[0]], "MAX_SIZE_TRAIN": size[1], "MIN_SIZE_TEST": size[0],
+                      "MAX_SIZE_TEST": size[1]},
+            "SOLVER": {"IMS_PER_BATCH": 2, "MAX_ITER": args.speed_iters},
+            "MODEL": {"ROI_HEADS": {"BATCH_SIZE_PER_IMAGE": args.rois}}, "TEST": {"PRECISE_BN": {"ENABLED": False}}})
         rec = _evaluate(load_backbone(ckpt), cfg, out / "speed")
         print(f"  {name:24s} {rec['details']['seconds_per_iter'][0]:6.2f} s/iter  "
               f"({args.rois} ROIs per image; norm {rec['evaluation']['norm']})")

@@ -25,13 +25,13 @@ from torch.utils.data import Subset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from moco_bench.config import load_config  # noqa: E402
 from moco_bench.convert import load_backbone  # noqa: E402
+from moco_bench.core.config import load_config  # noqa: E402
 from moco_bench.data.embedded import build_imagefolder, build_minivoc  # noqa: E402
 from moco_bench.evaluators import knn, svm  # noqa: E402
 from moco_bench.evaluators.base import EvalContext  # noqa: E402
-from moco_bench.evaluators.features import build_transform, open_dataset  # noqa: E402
-from moco_bench.evaluators.features import extract as extract_features  # noqa: E402
+from moco_bench.evaluators.frozen.features import build_transform, open_dataset  # noqa: E402
+from moco_bench.evaluators.frozen.features import extract as extract_features  # noqa: E402
 from moco_bench.models.taps import FeatureTaps  # noqa: E402
 
 SETTINGS = {"fp32": ("fp32", False), "channels_last": ("fp32", True), "bf16": ("bf16", False),

@@ -31,13 +31,13 @@ from torch.utils.data import Subset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from moco_bench.config import load_config  # noqa: E402
 from moco_bench.convert import load_backbone  # noqa: E402
+from moco_bench.core.config import load_config  # noqa: E402
 from moco_bench.data.embedded import build_imagefolder  # noqa: E402
 from moco_bench.evaluators import linear  # noqa: E402
 from moco_bench.evaluators.base import EvalContext  # noqa: E402
-from moco_bench.evaluators.heads import Heads, linear_layer, stage_channels  # noqa: E402
-from moco_bench.evaluators.lincls_train import DistInfo, TrainConfig, train_heads  # noqa: E402
+from moco_bench.evaluators.linear.heads import Heads, linear_layer, stage_channels  # noqa: E402
+from moco_bench.evaluators.linear.train import DistInfo, TrainConfig, train_heads  # noqa: E402
 from moco_bench.models.taps import FeatureTaps  # noqa: E402
 
 LAYERS = ["feature1", "feature2", "feature3", "feature4", "feature5"]

@@ -31,8 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from moco_bench.core import distributed  # noqa: E402
 from moco_bench.models.moco import MoCo  # noqa: E402
-from moco_bench.pretrain import distributed  # noqa: E402
 
 TARGET = 0.10
 

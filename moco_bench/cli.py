@@ -14,13 +14,13 @@ import sys
 from typing import List, Optional
 
 from moco_bench import __version__
-from moco_bench.errors import MocoBenchError, describe
+from moco_bench.core.errors import MocoBenchError, describe
 
 COMMAND_MODULES = (
     "moco_bench.data.cli",
     "moco_bench.convert.cli",
     "moco_bench.pretrain.cli",
-    "moco_bench.evaluators.cli",
+    "moco_bench.engine.cli",
     "moco_bench.results.cli",
     "moco_bench.demo",
 )

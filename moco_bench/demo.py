@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from moco_bench.errors import MocoBenchError
+from moco_bench.core.errors import MocoBenchError
 
 log = logging.getLogger(__name__)
 PRETRAIN_CONFIG = "pretrain/mocov2_demo_fmnist.yaml"  # relative to the project root
@@ -25,10 +25,10 @@ def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List
              suite_overrides: Optional[List[str]] = None, data: Optional[Dict[str, dict]] = None,
              suite: Path | str = SUITE) -> Path:
     """Run the demo into ``out``; returns the report's path. ``data`` gives embedded-dataset sizes by name."""
-    from moco_bench.config import load_config
+    from moco_bench.core.paths import project_file
     from moco_bench.data import embedded
-    from moco_bench.evaluators.suite import eval_all, load_suite
-    from moco_bench.paths import project_file
+    from moco_bench.engine.suite import eval_all, load_suite
+    from moco_bench.pretrain.schema import load_recipe
     from moco_bench.pretrain.train import pretrain
     from moco_bench.results.report import write_report
 
@@ -41,7 +41,7 @@ def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List
     seconds["data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    cfg = load_config(project_file(PRETRAIN_CONFIG), [f"output_dir={out / 'pretrain'}", *(pretrain_overrides or [])])
+    cfg = load_recipe(project_file(PRETRAIN_CONFIG), [f"output_dir={out / 'pretrain'}", *(pretrain_overrides or [])])
     checkpoint = pretrain(cfg)
     if checkpoint is None:
         raise MocoBenchError(f"{out / 'pretrain'}: pretraining wrote no checkpoint")

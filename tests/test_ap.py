@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from moco_bench.errors import DataError
-from moco_bench.evaluators.ap import average_precision, mean_average_precision
+from moco_bench.core.errors import DataError
+from moco_bench.evaluators.frozen.ap import average_precision, mean_average_precision
 
 
 def _anchors_ap(labels, scores):

@@ -34,7 +34,7 @@ from moco_bench.convert import (
 )
 from moco_bench.convert.arch import build_resnet
 from moco_bench.convert.cli import register
-from moco_bench.errors import CheckpointError, ResultExistsError
+from moco_bench.core.errors import CheckpointError, ResultExistsError
 
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 EPOCHS = {"moco": 200, "mocov3": 100, "mmselfsup": 200, "vissl": 200, "solo-learn": 399, "lightly": 100,

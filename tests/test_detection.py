@@ -23,13 +23,14 @@ from checkpoint_builders import make_moco_checkpoint, trained_like
 from omegaconf import OmegaConf
 from torch import nn
 
-import moco_bench.evaluators.detection  # noqa: F401 - registers the "detectron2" evaluator
+import moco_bench.evaluators.detection.detection  # noqa: F401 - registers the "detectron2" evaluator
 from moco_bench import cli
-from moco_bench.config import load_config
 from moco_bench.convert import load_backbone, read_detectron2_pkl, write_detectron2
+from moco_bench.core.errors import CheckpointError
+from moco_bench.core.schema import flatten
 from moco_bench.data import embedded
-from moco_bench.errors import CheckpointError
-from moco_bench.evaluators.runner import check_config, evaluate_checkpoint, run_evaluation
+from moco_bench.engine.runner import check_config, evaluate_checkpoint, run_evaluation
+from moco_bench.evaluators.schema import load_evaluation
 from moco_bench.results.store import load_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,9 +39,9 @@ PROTOCOLS = ["voc0712_frcnn_c4_24k", "voc0712_frcnn_dc5_24k", "coco_mrcnn_c4_1x"
              "coco_mrcnn_fpn_1x", "coco_mrcnn_fpn_2x", "coco_keypoint_rcnn_fpn_2x"]
 needs_d2 = pytest.mark.skipif(importlib.util.find_spec("detectron2") is None,
                               reason="detectron2 is not installed (scripts/install_detectron2.py, run by make setup)")
-# A few iterations, few proposals, fast PreciseBN: appended to each demo's own d2_overrides.
-SHORT = ["SOLVER.MAX_ITER", 2, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.WARMUP_ITERS", 1, "TEST.PRECISE_BN.NUM_ITER", 1,
-         "MODEL.RPN.POST_NMS_TOPK_TEST", 32]
+# A few iterations, few proposals, fast PreciseBN: merged into each demo's own d2_overrides.
+SHORT = {"SOLVER": {"MAX_ITER": 2, "IMS_PER_BATCH": 2, "WARMUP_ITERS": 1}, "TEST": {"PRECISE_BN": {"NUM_ITER": 1}},
+         "MODEL": {"RPN": {"POST_NMS_TOPK_TEST": 32}}}
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +70,9 @@ def moco_r18(tmp_path_factory):
     return load_backbone(path)
 
 
-def demo(name: str, *overrides: str, d2=()):
-    cfg = load_config(EVALUATE / "demo" / name, list(overrides))
-    cfg.d2_overrides = list(cfg.d2_overrides) + SHORT + list(d2)
+def demo(name: str, *overrides: str, d2=None):
+    cfg = load_evaluation(EVALUATE / "demo" / name, list(overrides))
+    cfg.d2_overrides = OmegaConf.merge(cfg.d2_overrides, SHORT, d2 or {})
     return cfg
 
 
@@ -107,9 +108,9 @@ def test_protocol_model_takes_every_converted_moco_weight(name, moco_r50):
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    from moco_bench.evaluators import d2_model
+    from moco_bench.evaluators.detection import model as d2_model
 
-    cfg = load_config(EVALUATE / f"{name}.yaml")
+    cfg = load_evaluation(EVALUATE / f"{name}.yaml")
     assert cfg.evaluator == "detectron2" and cfg.benchmark == name and name in _published_benchmarks()
     assert cfg.trials == (5 if name.startswith("voc") else 1)
     _, backbone, pkl = moco_r50
@@ -140,9 +141,11 @@ def test_protocol_model_takes_every_converted_moco_weight(name, moco_r50):
 def test_c4_protocol_through_the_cli(moco_r50, tiny, tmp_path, capsys):
     """R50-C4 with the extra res5 norm and naiveSyncBN, from a MoCo checkpoint file via ``moco-bench eval``."""
     path = moco_r50[0]
-    cfg = demo("voc_detection_c4.yaml", d2=["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 16, "SOLVER.MAX_ITER", 1])
-    overrides = ["d2_overrides=" + json.dumps(OmegaConf.to_container(cfg.d2_overrides))] + \
-        [f"datasets.sources.{n}.root={tiny['voc']}" for n in cfg.datasets.sources]
+    cfg = demo("voc_detection_c4.yaml", d2={"MODEL": {"ROI_HEADS": {"BATCH_SIZE_PER_IMAGE": 16}},
+                                            "SOLVER": {"MAX_ITER": 1}})
+    tree = flatten(OmegaConf.to_container(cfg.d2_overrides))
+    overrides = [f"d2_overrides.{k}={json.dumps(v)}" for k, v in tree.items()]
+    overrides += [f"datasets.sources.{n}.root={tiny['voc']}" for n in cfg.datasets.sources]
     # overrides before --config: argparse binds the optional positional list right after CKPT
     rc = cli.main(["eval", str(path), *overrides, "--config", str(EVALUATE / "demo" / "voc_detection_c4.yaml"),
                    "--out", str(tmp_path), "--workers", "0"])
@@ -196,7 +199,7 @@ def test_mask_and_keypoint_rcnn_on_minicoco(kind, moco_r18, tiny, tmp_path):
 @needs_d2
 def test_real_tree_boxes_deepforest(data_cache, moco_r18, tmp_path):
     """Faster R-CNN on deepforest's real aerial tiles and VOC boxes, through the same VOC path."""
-    from moco_bench.evaluators.d2_datasets import build_deepforest_voc
+    from moco_bench.data.deepforest import build_deepforest_voc
 
     if importlib.util.find_spec("deepforest") is None:
         pytest.skip("deepforest's data is not installed (pip install --no-deps deepforest; make setup does it)")
@@ -211,7 +214,7 @@ def test_real_tree_boxes_deepforest(data_cache, moco_r18, tmp_path):
 
 @needs_d2
 def test_nan_loss_stops_with_failed_record_and_log(moco_r18, tiny, tmp_path):
-    cfg = tiny_sources(demo("voc_detection_fpn.yaml", d2=["SOLVER.BASE_LR", 1e6, "SOLVER.MAX_ITER", 6]),
+    cfg = tiny_sources(demo("voc_detection_fpn.yaml", d2={"SOLVER": {"BASE_LR": 1e6, "MAX_ITER": 6}}),
                        tiny["voc"], "voc")
     record = run_evaluation(moco_r18, cfg, out_root=tmp_path, workers=0)
     assert record["status"] == "failed" and "TrainingDiverged" in record["error"] and record["metrics"] == {}
@@ -222,7 +225,7 @@ def test_nan_loss_stops_with_failed_record_and_log(moco_r18, tiny, tmp_path):
 @needs_d2
 def test_missing_dataset_is_skipped_naming_the_folders(moco_r18, tmp_path, monkeypatch):
     monkeypatch.setenv("MOCO_BENCH_DATASETS", str(tmp_path / "datasets"))
-    record = run_evaluation(moco_r18, load_config(EVALUATE / "voc0712_frcnn_c4_24k.yaml"), out_root=tmp_path)
+    record = run_evaluation(moco_r18, load_evaluation(EVALUATE / "voc0712_frcnn_c4_24k.yaml"), out_root=tmp_path)
     assert record["status"] == "skipped"
     assert str(tmp_path / "datasets" / "VOC2007") in record["error"] and "VOC2012" in record["error"]
     assert "JPEGImages" in record["error"]
@@ -232,11 +235,11 @@ def test_missing_detectron2_is_skipped_with_install_hint(tmp_path):
     """detectron2 made unimportable in a fresh interpreter: the record says skipped and how to install it."""
     code = (
         "import sys; sys.modules['detectron2'] = None\n"
-        "import moco_bench.evaluators.detection\n"
-        "from moco_bench.config import load_config\n"
+        "import moco_bench.evaluators.detection.detection\n"
+        "from moco_bench.evaluators.schema import load_evaluation\n"
         "from moco_bench.convert import load_backbone\n"
-        "from moco_bench.evaluators.runner import run_evaluation\n"
-        f"cfg = load_config({str(EVALUATE / 'coco_mrcnn_fpn_1x.yaml')!r})\n"
+        "from moco_bench.engine.runner import run_evaluation\n"
+        f"cfg = load_evaluation({str(EVALUATE / 'coco_mrcnn_fpn_1x.yaml')!r})\n"
         f"r = run_evaluation(load_backbone('random:resnet18@0'), cfg, out_root={str(tmp_path)!r})\n"
         "print(r['status']); print(r['error'])\n"
     )
@@ -264,7 +267,7 @@ def test_checkpoint_failing_the_key_check(tmp_path, capsys):
 
 def test_demo_configs_are_not_comparable():
     for path in sorted((EVALUATE / "demo").glob("*detection*.yaml")):
-        cfg = load_config(path)
+        cfg = load_evaluation(path)
         assert cfg.evaluator == "detectron2" and cfg.name.startswith("demo_"), path
         assert check_config(cfg)["comparable"] is False, path
         assert (REPO / cfg.d2_config).is_file()

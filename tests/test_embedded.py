@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from torchvision import datasets
 
+from moco_bench.core.errors import DataError
 from moco_bench.data import embedded
 from moco_bench.data.coco import load_coco
 from moco_bench.data.voc import VOCClassification, read_image_set, read_voc_annotation
-from moco_bench.errors import DataError
 
 CLASSES = embedded.FASHION_CLASSES
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from moco_bench.cli import main
-from moco_bench.errors import ConfigError
-from moco_bench.evaluators.suite import eval_all, load_suite
+from moco_bench.core.errors import ConfigError
+from moco_bench.engine.suite import eval_all, load_suite
 from moco_bench.results.store import read_result
 
 KNN_DEMO = Path(__file__).resolve().parents[1] / "evaluate" / "demo" / "imagenet_knn.yaml"
@@ -63,12 +63,12 @@ def test_cli_exit_code_and_summary(imagefolder_root, broken_imagefolder, tmp_pat
 
 
 def test_suite_errors_before_anything_runs(tmp_path):
-    with pytest.raises(ConfigError, match=r"suite.yaml: evaluations\[0\].*no config key 'knn.kk'"):
+    with pytest.raises(ConfigError, match=r"suite.yaml: evaluations\[0\].*override of 'knn.kk' refused"):
         load_suite(_suite(tmp_path, ["knn.kk=3"]))
     with pytest.raises(ConfigError, match="two evaluations are named 'knn_demo'"):
         load_suite(_suite(tmp_path, ["name=knn_demo", "name=knn_demo"]))
     (tmp_path / "unknown.yaml").write_text("version: 1\nevaluator: nope\nname: nope\n")
-    (tmp_path / "s.yaml").write_text(f"evaluations:\n  - config: {tmp_path / 'unknown.yaml'}\n")
+    (tmp_path / "s.yaml").write_text(f"version: 1\nevaluations:\n  - config: {tmp_path / 'unknown.yaml'}\n")
     with pytest.raises(ConfigError, match="unknown evaluator 'nope'"):
         load_suite(tmp_path / "s.yaml")
     assert main(["eval-all", CKPT, "--suite", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "runs")]) == 2

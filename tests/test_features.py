@@ -9,12 +9,13 @@ import pytest
 import torchvision
 from omegaconf import OmegaConf
 
-import moco_bench.evaluators.svm  # noqa: F401  (registers voc07_svm and voc07_lowshot_svm)
-from moco_bench.config import load_config
+from moco_bench import evaluators
 from moco_bench.convert import load_backbone
-from moco_bench.errors import ConfigError, DataError
-from moco_bench.evaluators.base import EVALUATORS, EvalContext
-from moco_bench.evaluators.features import build_transform, check_finite, load_split
+from moco_bench.core.errors import ConfigError, DataError
+from moco_bench.data.transforms import eval_transform
+from moco_bench.evaluators.base import EvalContext
+from moco_bench.evaluators.frozen.features import check_finite, load_split
+from moco_bench.evaluators.schema import load_evaluation
 from moco_bench.models.taps import FeatureTaps
 
 EVALUATE = Path(__file__).resolve().parent.parent / "evaluate"
@@ -22,7 +23,7 @@ LAYERS = ["feature1", "feature2", "feature3", "feature4", "feature5", "gap"]
 
 
 def pooling(config):
-    return OmegaConf.to_container(load_config(EVALUATE / config).features.pooling)
+    return OmegaConf.to_container(load_evaluation(EVALUATE / config).features.pooling)
 
 
 def test_protocol_pooling_gives_the_published_dims():
@@ -40,16 +41,16 @@ def test_protocol_pooling_gives_the_published_dims():
 def test_transform_spec():
     from PIL import Image
 
-    voc = build_transform({"resize": 64, "square": 64, "mean": [0.5] * 3, "std": [0.5] * 3})
+    voc = eval_transform({"resize": 64, "square": 64}, [0.5] * 3, [0.5] * 3)
     assert tuple(voc(Image.new("RGB", (128, 96))).shape) == (3, 64, 64)
     with pytest.raises(ConfigError, match="crop or square"):
-        build_transform({"resize": 64, "mean": [0.5] * 3, "std": [0.5] * 3})
-    with pytest.raises(ConfigError, match="unknown key"):
-        build_transform({"resize": 64, "crop": 64, "flip": True, "mean": [0.5] * 3, "std": [0.5] * 3})
+        eval_transform({"resize": 64}, [0.5] * 3, [0.5] * 3)
+    with pytest.raises(ConfigError, match="transform.test.flip"):  # the schema knows every key of the block
+        load_evaluation(EVALUATE / "demo/voc07_svm.yaml", ["transform.test.flip=true"])
 
 
 def _cfg(root, *overrides):
-    return load_config(EVALUATE / "demo/voc07_svm.yaml", [f"data.root={root}", *overrides])
+    return load_evaluation(EVALUATE / "demo/voc07_svm.yaml", [f"data.root={root}", *overrides])
 
 
 def _files(cache):
@@ -99,8 +100,8 @@ def test_one_extraction_for_three_evaluators(minivoc_root, tmp_path):
                ("demo/voc07_lowshot_svm.yaml", ["lowshot.k=[1,2]", "lowshot.seeds=[1]"])]
     caches = []
     for name, extra in configs:
-        cfg = load_config(EVALUATE / name, [f"data.root={minivoc_root}", *extra])
-        out = EVALUATORS.get(cfg.evaluator)(backbone, cfg, ctx)
+        cfg = load_evaluation(EVALUATE / name, [f"data.root={minivoc_root}", *extra])
+        out = evaluators.get(cfg.evaluator)(backbone, cfg, ctx)
         caches.append(out.info["feature_cache"])
     assert caches[0] == {"train": {"feature5": "miss"}, "test": {"feature5": "miss"}}
     assert caches[1] == caches[2] == {"train": {"feature5": "hit"}, "test": {"feature5": "hit"}}

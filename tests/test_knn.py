@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from moco_bench.config import load_config
+from moco_bench import evaluators
 from moco_bench.convert import load_backbone
-from moco_bench.errors import ConfigError, DataError
-from moco_bench.evaluators.base import EVALUATORS, EvalContext
-from moco_bench.evaluators.knn import knn_multi_k, knn_top1
+from moco_bench.core.errors import ConfigError, DataError
+from moco_bench.evaluators.base import EvalContext
+from moco_bench.evaluators.frozen.knn import knn_multi_k, knn_top1
+from moco_bench.evaluators.schema import load_evaluation
 
 EVALUATE = Path(__file__).resolve().parent.parent / "evaluate"
 
@@ -92,13 +93,13 @@ def test_bad_input():
 
 
 def test_knn_evaluator_end_to_end(imagefolder_root, tmp_path):
-    cfg = load_config(EVALUATE / "demo/imagenet_knn.yaml", [f"data.root={imagefolder_root}"])
+    cfg = load_evaluation(EVALUATE / "demo/imagenet_knn.yaml", [f"data.root={imagefolder_root}"])
     ctx = EvalContext(out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", workers=1)
-    out = EVALUATORS.get("knn")(load_backbone("random:resnet18"), cfg, ctx)
+    out = evaluators.get("knn")(load_backbone("random:resnet18"), cfg, ctx)
     assert set(out.metrics) == {f"top{t}@k{k}" for t in (1, 5) for k in (10, 20, 100, 200)}
     assert all(0 <= v <= 100 for v in out.metrics.values())
     assert out.metrics["top1@k20"] > 10  # 10 classes: a random ResNet-18's GAP still clusters Fashion-MNIST
     assert out.info["layer"] == "gap" and out.details["peak_rss_mib"] > 0
     with pytest.raises(ConfigError, match="larger than the training set"):  # 200 train images
-        EVALUATORS.get("knn")(load_backbone("random:resnet18"), load_config(
+        evaluators.get("knn")(load_backbone("random:resnet18"), load_evaluation(
             EVALUATE / "demo/imagenet_knn.yaml", [f"data.root={imagefolder_root}", "knn.k=[10,201]"]), ctx)

@@ -15,21 +15,24 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-import moco_bench.evaluators.linear as linear  # registers linear, mhead_linear, mhead_linear_fast
-from moco_bench.config import load_config
+import moco_bench.evaluators.linear.linear as linear  # registers linear, mhead_linear, mhead_linear_fast
+from moco_bench import evaluators
 from moco_bench.convert import load_backbone
 from moco_bench.convert.backbone import write_torchvision
-from moco_bench.errors import ConfigError, DataError
-from moco_bench.evaluators.base import EVALUATORS, EvalContext
-from moco_bench.evaluators.heads import Heads
-from moco_bench.evaluators.lincls_train import BackboneChanged, DistInfo, TrainConfig, TrainingDiverged, train_heads
-from moco_bench.evaluators.runner import run_evaluation
+from moco_bench.core.distributed import DistEnv
+from moco_bench.core.errors import ConfigError, DataError
+from moco_bench.data.transforms import eval_transform, linear_train_transform
+from moco_bench.engine.runner import run_evaluation
+from moco_bench.evaluators.base import EvalContext
+from moco_bench.evaluators.linear.heads import Heads
+from moco_bench.evaluators.linear.train import BackboneChanged, LinearRun, TrainConfig, TrainingDiverged, train_heads
+from moco_bench.evaluators.schema import load_evaluation
 from moco_bench.models.taps import FeatureTaps
 from moco_bench.results.store import load_results
 from moco_bench.results.tables import compile_tables
 
 EVALUATE = Path(__file__).resolve().parents[1] / "evaluate"
-CPU = DistInfo(0, 1, torch.device("cpu"))
+CPU = DistEnv(0, 1, 0, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def backbone(tmp_path_factory):
 
 
 def demo(name: str, root: Path, *overrides: str):
-    return load_config(EVALUATE / "demo" / name, [f"data.root={root}", "optim.batch_size=64", *overrides])
+    return load_evaluation(EVALUATE / "demo" / name, [f"data.root={root}", "optim.batch_size=64", *overrides])
 
 
 def _run(backbone, cfg, out):
@@ -84,17 +87,18 @@ def test_mhead_end_to_end_and_fast_variant(backbone, imagefolder_root, tmp_path)
 def _setup(backbone, root, *overrides, layers=("feature1", "feature2", "feature3", "feature4", "feature5")):
     """The demo multi-head pieces on a small subset: 32 train images (2 steps of 16), 16 val images."""
     cfg = demo("imagenet_mhead_linear.yaml", root, "optim.batch_size=16", "schedule.epochs=1", *overrides)
-    model, reference, taps, heads = linear._mhead(backbone, cfg, CPU)
     train, val = linear.build_datasets(cfg)
     train, val = Subset(train, range(0, 200, 6)[:32]), Subset(val, range(0, 100, 6)[:16])
-    taps = FeatureTaps(model, list(layers), linear.resolved(cfg)["features"]["pooling"])
-    return cfg, model, reference, taps, heads, train, val
+    ctx = EvalContext(out_dir=Path("unused"), cache_dir=Path("unused"), workers=0)
+    run = linear.linear_run(backbone, cfg, ctx, CPU, train, val)
+    taps = FeatureTaps(run.backbone, list(layers), linear.resolved(cfg)["features"]["pooling"])
+    return cfg, run.backbone, run.reference, taps, run.heads, train, val
 
 
 def _train(cfg, model, reference, extract, heads, train, val, out, **kw):
-    return train_heads(extract=extract, heads=heads, backbone=model, reference=reference, train_set=train,
-                       val_set=val, tc=TrainConfig.from_config(cfg), num_classes=10, out_dir=out, di=CPU, workers=0,
-                       fingerprint="test", source="test", **kw)
+    return train_heads(LinearRun(extract=extract, heads=heads, backbone=model, reference=reference, train_set=train,
+                                 val_set=val, tc=TrainConfig.from_config(cfg), num_classes=10, out_dir=out, env=CPU,
+                                 workers=0, fingerprint="test", source="test", **kw))
 
 
 def test_frozen_check_catches_a_changing_backbone(backbone, imagefolder_root, tmp_path):
@@ -149,16 +153,16 @@ def test_nan_stops_with_epoch_and_step(backbone, imagefolder_root, tmp_path):
     message = (r"demo/imagenet_linear.yaml: the loss became (nan|inf) at epoch 1/4, step [2-4]/4 \(lr 1e\+38\); "
                r"lower optim.lr")
     with pytest.raises(TrainingDiverged, match=message):
-        EVALUATORS.get("linear")(backbone, cfg, ctx)
+        evaluators.get("linear")(backbone, cfg, ctx)
 
 
 def test_bad_input_errors(backbone, imagefolder_root, tmp_path):
     ctx = EvalContext(out_dir=tmp_path, cache_dir=tmp_path, workers=0)
     with pytest.raises(ConfigError, match=r"set up for resnet50, but checkpoint .*r18.pth holds a resnet18 backbone"):
-        EVALUATORS.get("linear")(backbone, demo("imagenet_linear.yaml", imagefolder_root, "arch=resnet50"), ctx)
-    with pytest.raises(DataError, match=r"imagefolder/train: has 10 class folders, the config expects 7"):
-        cfg = demo("imagenet_mhead_linear.yaml", imagefolder_root, "data.num_classes=7")
-        EVALUATORS.get("mhead_linear")(backbone, cfg, ctx)
+        evaluators.get("linear")(backbone, demo("imagenet_linear.yaml", imagefolder_root, "arch=resnet50"), ctx)
+    with pytest.raises(DataError, match=r"imagefolder, split train\): has 10 classes, the config expects 7"):
+        cfg = demo("imagenet_mhead_linear.yaml", imagefolder_root, "data.classes=7")
+        evaluators.get("mhead_linear")(backbone, cfg, ctx)
 
 
 def test_shipped_configs(monkeypatch):
@@ -172,15 +176,16 @@ def test_shipped_configs(monkeypatch):
         "demo/imagenet_linear.yaml", "demo/imagenet_mhead_linear.yaml", "demo/imagenet_mhead_linear_vissl.yaml",
         "demo/imagenet_mhead_linear_fast.yaml", "demo/places205_mhead_linear.yaml"}
     for path in paths:
-        cfg = load_config(path)
-        assert cfg.evaluator in EVALUATORS and cfg.name
+        cfg = load_evaluation(path)
+        assert callable(evaluators.get(cfg.evaluator)) and cfg.name
         tc = TrainConfig.from_config(cfg)
         assert tc.epochs > max(tc.milestones) and tc.lr > 0
-        linear.train_transform(cfg.transforms), linear.val_transform(cfg.transforms)
-    vissl = load_config(EVALUATE / "imagenet_mhead_linear_vissl.yaml", ["optim.batch_size=512"])
+        t = cfg.transform
+        linear_train_transform(t.train, t.mean, t.std), eval_transform(t.test, t.mean, t.std)
+    vissl = load_evaluation(EVALUATE / "imagenet_mhead_linear_vissl.yaml", ["optim.batch_size=512"])
     vissl = TrainConfig.from_config(vissl)
     assert vissl.lr == pytest.approx(0.02)  # 0.01 per 256 images
-    cfg = load_config(EVALUATE / "imagenet_mhead_linear.yaml")
+    cfg = load_evaluation(EVALUATE / "imagenet_mhead_linear.yaml")
     taps = FeatureTaps(load_backbone("random:resnet50").build_model(), list(cfg.features.layers),
                        linear.resolved(cfg)["features"]["pooling"])
     assert taps.dims(224) == {"feature1": 9216, "feature2": 9216, "feature3": 8192, "feature4": 9216,
@@ -190,14 +195,14 @@ def test_shipped_configs(monkeypatch):
 DDP_DRIVER = """
 import json, os, sys
 from pathlib import Path
-import moco_bench.evaluators.linear  # noqa: F401 - registers the evaluators
-from moco_bench.config import load_config
+from moco_bench.evaluators.schema import load_evaluation
 from moco_bench.convert import load_backbone
-from moco_bench.evaluators.base import EVALUATORS, EvalContext
+from moco_bench import evaluators
+from moco_bench.evaluators.base import EvalContext
 ckpt, config, root, out = sys.argv[1:5]
-cfg = load_config(config, [f"data.root={root}", "optim.batch_size=64", "schedule.epochs=1"])
+cfg = load_evaluation(config, [f"data.root={root}", "optim.batch_size=64", "schedule.epochs=1"])
 ctx = EvalContext(out_dir=Path(out), cache_dir=Path(out), workers=0)
-result = EVALUATORS.get(cfg.evaluator)(load_backbone(ckpt), cfg, ctx)
+result = evaluators.get(cfg.evaluator)(load_backbone(ckpt), cfg, ctx)
 Path(out, f"rank{os.environ['RANK']}.json").write_text(json.dumps({"metrics": result.metrics,
                                                                     "details": result.details}))
 """

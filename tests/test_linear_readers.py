@@ -7,20 +7,26 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
+from moco_bench.core.errors import DataError, DatasetNotFound
 from moco_bench.data.inat import INaturalist, read_inat_json
 from moco_bench.data.places205 import IMAGE_DIR, LIST_DIR, Places205, read_list_file
-from moco_bench.errors import DataError, DatasetNotFound
-from moco_bench.evaluators.linear import val_transform
+from moco_bench.data.readers import open_split
+from moco_bench.data.transforms import eval_transform
 
 # Places205 names classes by their folder under images256/, some two levels deep.
 PLACES_CLASSES = ["a/abbey", "a/apartment_building/outdoor", "s/shoe_shop"]
 
 
 def val_transform_32():
-    return val_transform(OmegaConf.create({"mean": [0.5] * 3, "std": [0.25] * 3, "val": {"resize": 32, "crop": 32}}))
+    return eval_transform({"resize": 32, "crop": 32}, [0.5] * 3, [0.25] * 3)
+
+
+def _open(reader, root, split, classes=None, transform=None, **options):
+    """A split through the reader registry and its shared checks (class count, first image, image count)."""
+    data = {"reader": reader, "root": str(root), "classes": classes, "options": options, "expect": None}
+    return open_split(data, split, transform)
 
 
 def _jpegs(imagefolder_root: Path, n: int):
@@ -46,7 +52,7 @@ def places_list_root(tmp_path, imagefolder_root):
 
 
 def test_places205_list_layout(places_list_root):
-    ds = Places205(places_list_root, "train", transform=val_transform_32(), expected_classes=3)
+    ds = _open("places205", places_list_root, "train", 3, transform=val_transform_32())
     assert ds.layout == "list" and len(ds) == 6
     assert ds.classes == PLACES_CLASSES and ds.targets == [0, 1, 2, 0, 1, 2]
     img, label = ds[4]
@@ -59,7 +65,7 @@ def test_places205_list_errors(places_list_root):
     split = places_list_root / LIST_DIR / "train_places205.csv"
     good = split.read_text()
     with pytest.raises(DataError, match="expects 205"):
-        Places205(places_list_root, "train", expected_classes=205)
+        _open("places205", places_list_root, "train", 205)
     split.write_text(good + "a/abbey/only_a_path.jpg\n")
     with pytest.raises(DataError, match=r"train_places205.csv:7: expected '<relative image path> <integer label>'"):
         read_list_file(split)
@@ -79,11 +85,11 @@ def test_places205_list_errors(places_list_root):
 
 
 def test_places205_folder_layout(imagefolder_root, tmp_path):
-    ds = Places205(imagefolder_root, "val", layout="auto", expected_classes=10)
+    ds = _open("places205", imagefolder_root, "val", 10, layout="auto")
     assert ds.layout == "folder" and len(ds) == 100 and len(ds.classes) == 10
     assert ds.targets == sorted(ds.targets)
     with pytest.raises(DataError, match="config expects 205"):
-        Places205(imagefolder_root, "val", expected_classes=205)
+        _open("places205", imagefolder_root, "val", 205)
     with pytest.raises(DatasetNotFound):
         Places205(tmp_path / "nowhere", "train")
 
@@ -119,7 +125,7 @@ def inat_root(tmp_path, imagefolder_root):
 
 
 def test_inat_reader(inat_root):
-    train = INaturalist(inat_root, "train2018.json", transform=val_transform_32(), expected_classes=3)
+    train = _open("inat", inat_root, "train2018.json", 3, transform=val_transform_32())
     assert train.category_ids == [2, 5, 7] and train.classes == ["species 2", "species 5", "species 7"]
     assert len(train) == 6 and train.targets == [2, 0, 1, 2, 0, 1]  # ids 7, 2, 5 -> labels 2, 0, 1
     img, label = train[1]
@@ -131,8 +137,8 @@ def test_inat_reader(inat_root):
 def test_inat_errors(inat_root, tmp_path):
     path = inat_root / "train2018.json"
     doc = json.loads(path.read_text())
-    with pytest.raises(DataError, match="has 3 categories, the config expects 8142"):
-        INaturalist(inat_root, "train2018.json", expected_classes=8142)
+    with pytest.raises(DataError, match="has 3 classes, the config expects 8142"):
+        _open("inat", inat_root, "train2018.json", 8142)
     cases = [
         ({**doc, "annotations": doc["annotations"][1:]}, r"1 images have no annotation \(first: image 100\)"),
         ({**doc, "annotations": doc["annotations"] + [{"id": 9, "image_id": 100, "category_id": 99}]},
@@ -153,5 +159,5 @@ def test_inat_errors(inat_root, tmp_path):
         INaturalist(inat_root, "test2018.json")
     path.write_text(json.dumps(doc))
     (inat_root / doc["images"][0]["file_name"]).unlink()
-    with pytest.raises(DataError, match="first image .* is not under"):
-        INaturalist(inat_root, "train2018.json")
+    with pytest.raises(DataError, match=r"train_val2018/.*\.jpg: unreadable image"):  # the first image, named
+        _open("inat", inat_root, "train2018.json")

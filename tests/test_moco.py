@@ -10,8 +10,8 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from moco_bench.core import distributed
 from moco_bench.models.moco import MoCo, SplitBatchNorm2d, make_encoder
-from moco_bench.pretrain import distributed
 
 
 def tiny(**kw) -> MoCo:

@@ -12,13 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from moco_bench.config import load_config, resolved
+from moco_bench.core.config import resolved
+from moco_bench.core.errors import CheckpointError, ConfigError, DataError, ResultExistsError, TrainingDiverged
+from moco_bench.core.launch import submit
 from moco_bench.data.transforms import PILGaussianBlur
-from moco_bench.errors import CheckpointError, ConfigError, DataError, ResultExistsError, TrainingDiverged
-from moco_bench.launch.slurm import submit
 from moco_bench.pretrain import cli
 from moco_bench.pretrain.checkpoint import latest_checkpoint
 from moco_bench.pretrain.job import PretrainJob
+from moco_bench.pretrain.schema import load_recipe
 from moco_bench.pretrain.train import check_config, lr_factor, pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,14 +41,14 @@ def make_imagefolder(root: Path, classes: int = 2, per_class: int = 8, size: int
 
 def tiny_overrides(data: Path, out: Path, *extra: str) -> list:
     """The demo recipe shrunk: ResNet-18, K 32, dim 16, batch 8 (2 steps per epoch), 32 px."""
-    return [f"data.train={data}/train", f"monitor.train={data}/train", f"monitor.val={data}/val", f"output_dir={out}",
+    return [f"data.root={data}", f"monitor.data.root={data}", "monitor.data.classes=2", f"output_dir={out}",
             "data.batch_size=8", "data.workers=0", "model.K=32", "model.dim=16", "model.bn_splits=2",
             "optim.epochs=2", "monitor.knn_every=1", "monitor.k=3", "monitor.batch_size=16", "log.every=1",
             "cpu_threads=1", *extra]
 
 
 def tiny_config(data: Path, out: Path, *extra: str):
-    return load_config(DEMO, tiny_overrides(data, out, *extra))
+    return load_recipe(DEMO, tiny_overrides(data, out, *extra))
 
 
 @pytest.fixture(scope="module")
@@ -73,22 +74,24 @@ def test_recipes_load_and_hold_the_published_numbers():
     names = {p.stem for p in RECIPES}
     assert {"mocov1_r50_in1k_200ep", "mocov2_r50_in1k_200ep", "mocov2_r50_in1k_800ep", "mocov2_demo_fmnist"} <= names
     for path in RECIPES:
-        cfg = load_config(path)
+        cfg = load_recipe(path)
         check_config(cfg, world_size=1)
         assert cfg.name == path.stem
-    v1 = load_config(ROOT / "pretrain/mocov1_r50_in1k_200ep.yaml")
-    v2 = load_config(ROOT / "pretrain/mocov2_r50_in1k_200ep.yaml")
-    v2_800 = load_config(ROOT / "pretrain/mocov2_r50_in1k_800ep.yaml")
+    v1 = load_recipe(ROOT / "pretrain/mocov1_r50_in1k_200ep.yaml")
+    v2 = load_recipe(ROOT / "pretrain/mocov2_r50_in1k_200ep.yaml")
+    v2_800 = load_recipe(ROOT / "pretrain/mocov2_r50_in1k_800ep.yaml")
     for cfg in (v1, v2, v2_800):
         check_config(cfg, world_size=8)  # 256 over 8 GPUs, as the reference
         assert (cfg.model.arch, cfg.model.dim, cfg.model.K, cfg.model.m) == ("resnet50", 128, 65536, 0.999)
         assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.data.batch_size) == (0.03, 0.9, 1e-4, 256)
-    assert (v1.model.T, v1.model.mlp, v1.augment.kind, v1.optim.schedule) == (0.07, False, "moco_v1", "step")
+    assert (v1.model.T, v1.model.mlp, v1.transform.kind, v1.optim.schedule) == (0.07, False, "moco_v1", "step")
     assert list(v1.optim.milestones) == [120, 160] and v1.optim.epochs == 200
-    assert (v2.model.T, v2.model.mlp, v2.augment.kind, v2.optim.schedule) == (0.2, True, "moco_v2", "cos")
+    assert (v2.model.T, v2.model.mlp, v2.transform.kind, v2.optim.schedule) == (0.2, True, "moco_v2", "cos")
     assert v2.optim.epochs == 200 and v2_800.optim.epochs == 800
-    assert (list(v2.augment.blur_sigma), v2.augment.blur_p, list(v2.augment.scale)) == ([0.1, 2.0], 0.5, [0.2, 1.0])
-    assert load_config(DEMO).data.train.endswith("embedded/imagefolder/train")
+    t = v2.transform
+    assert (list(t.blur_sigma), t.blur_p, list(t.scale)) == ([0.1, 2.0], 0.5, [0.2, 1.0])
+    demo = load_recipe(DEMO)
+    assert demo.data.root.endswith("embedded/imagefolder") and demo.data.split == "train"
 
 
 def test_lr_schedules_follow_main_moco():
@@ -158,7 +161,7 @@ def test_keep_checkpoints_prunes_only_older_epochs(run_a, data, tmp_path):
                                 "keep_checkpoints=2", "monitor.knn_every=0"))
     assert sorted(p.name for p in out.glob("*.pth.tar")) == ["checkpoint_0002.pth.tar", "checkpoint_0003.pth.tar"]
     assert last == out / "checkpoint_0003.pth.tar" and load(last)["epoch"] == 4
-    with pytest.raises(ConfigError, match="keep_checkpoints=0"):
+    with pytest.raises(ConfigError, match="keep_checkpoints: 0 is below its minimum 1"):  # refused at load
         pretrain(tiny_config(data, tmp_path / "keep0", "keep_checkpoints=0"))
 
 
@@ -205,13 +208,13 @@ def test_bad_input_fails_before_training(run_a, data, tmp_path):
 def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(run_a, data, tmp_path):
     # NaN pixels after normalization make the loss NaN at the first step of the resumed epoch
     last_good = run_a / "checkpoint_0000.pth.tar"
-    cfg = tiny_config(data, tmp_path / "nan", f"resume={last_good}", "augment.mean=[.nan,.nan,.nan]")
+    cfg = tiny_config(data, tmp_path / "nan", f"resume={last_good}", "transform.mean=[.nan,.nan,.nan]")
     with pytest.raises(TrainingDiverged, match=rf"loss is nan at epoch 1, step 0 .*{last_good}"):
         pretrain(cfg)
     assert latest_checkpoint(tmp_path / "nan") is None
     assert load(last_good)["epoch"] == 1
     with pytest.raises(TrainingDiverged, match="no checkpoint yet"):
-        pretrain(tiny_config(data, tmp_path / "nan0", "augment.mean=[.nan,.nan,.nan]"))
+        pretrain(tiny_config(data, tmp_path / "nan0", "transform.mean=[.nan,.nan,.nan]"))
 
 
 def test_two_processes_train_together_as_a_submitit_job(data, tmp_path):

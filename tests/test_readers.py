@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from moco_bench.core.errors import DataError, DatasetNotFound, MocoBenchError
 from moco_bench.data.coco import load_coco
 from moco_bench.data.imagefolder import ImageFolder
+from moco_bench.data.readers import open_split
 from moco_bench.data.voc import VOCClassification, read_image_set, read_voc_annotation
-from moco_bench.errors import DataError, DatasetNotFound
 
 LABELME_VOC = Path("/usr/share/doc/labelme-examples/examples/bbox_detection/data_dataset_voc")
 
@@ -90,10 +91,16 @@ def test_unreadable_image(minivoc_root, imagefolder_root, tmp_path):
         ds[5]
 
 
-def test_imagefolder_class_count(imagefolder_root):
-    assert len(ImageFolder(imagefolder_root / "val", expected_classes=10)) == 100
-    with pytest.raises(DataError, match="has 10 class folders, the config expects 1000"):
-        ImageFolder(imagefolder_root / "val", expected_classes=1000)
+def test_imagefolder_class_count_and_published_image_count(imagefolder_root):
+    """The checks every reader shares (moco_bench.data.readers.open_split): class count, image count."""
+    data = {"reader": "imagefolder", "root": str(imagefolder_root), "classes": 10, "expect": {"val": 100}}
+    assert len(open_split(data, "val")) == 100
+    with pytest.raises(DataError, match="has 10 classes, the config expects 1000"):
+        open_split({**data, "classes": 1000}, "val")
+    with pytest.raises(DataError, match="100 images, but the published split has 50000: a partial"):
+        open_split({**data, "expect": {"val": 50000}}, "val")
+    with pytest.raises(MocoBenchError, match="unknown dataset reader 'lmdb'; known: imagefolder, inat, places205, voc"):
+        open_split({**data, "reader": "lmdb"}, "val")
 
 
 def test_coco_missing_image_and_bad_json(minicoco_root, tmp_path):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from moco_bench.env import environment
-from moco_bench.errors import ResultExistsError
+from moco_bench.core.env import environment
+from moco_bench.core.errors import ResultExistsError
 from moco_bench.results.schema import SchemaError, make_record, now
 from moco_bench.results.store import load_results, read_result, write_result
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from moco_bench.evaluators.suite import load_suite
+from moco_bench.engine.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_suites_load(name):
     suite = load_suite(ROOT / "suites" / f"{name}.yaml")
     assert suite.name == name and len(suite.entries) >= 7
-    from moco_bench.evaluators.runner import check_config
+    from moco_bench.engine.runner import check_config
 
     for entry in suite.entries:
         assessment = check_config(entry.cfg)
@@ -29,10 +29,10 @@ def test_shipped_suites_load(name):
 
 
 def test_every_evaluate_config_loads():
-    from moco_bench.config import load_config
-    from moco_bench.evaluators.runner import check_config
+    from moco_bench.engine.runner import check_config
+    from moco_bench.evaluators.schema import load_evaluation
 
     configs = sorted(p for p in (ROOT / "evaluate").rglob("*.yaml") if "detectron2" not in p.parts)
     assert len(configs) >= 25
     for path in configs:
-        check_config(load_config(path))
+        check_config(load_evaluation(path))

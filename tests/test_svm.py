@@ -1,27 +1,27 @@
 """VOC07 SVM and low-shot SVM: solver equivalence (cyanure vs scikit-learn), protocol details, bad input,
 and both evaluators end to end on the embedded mini-VOC."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from moco_bench.config import load_config
+from moco_bench import evaluators
 from moco_bench.convert import load_backbone
-from moco_bench.errors import ConfigError, DataError
-from moco_bench.evaluators.base import EVALUATORS, EvalContext
-from moco_bench.evaluators.runner import check_config
-from moco_bench.evaluators.svm import (
-    SVMParams,
-    _train_labels,
-    fit_path,
-    l2_normalize,
-    lowshot_on_features,
-    sample_lowshot,
-    voc07_svm_on_features,
-)
+from moco_bench.core.errors import ConfigError, DataError
+from moco_bench.engine.runner import check_config
+from moco_bench.evaluators.base import EvalContext
+from moco_bench.evaluators.frozen.lowshot import lowshot_on_features, sample_lowshot
+from moco_bench.evaluators.frozen.svm import SVMParams, _train_labels, fit_path, l2_normalize, voc07_svm_on_features
+from moco_bench.evaluators.schema import load_evaluation
 
 EVALUATE = Path(__file__).resolve().parent.parent / "evaluate"
+
+
+def params(**changes) -> SVMParams:
+    """The protocol's SVM settings (evaluate/voc07_svm.yaml), with ``changes``."""
+    return dataclasses.replace(SVMParams.from_config(load_evaluation(EVALUATE / "voc07_svm.yaml").svm), **changes)
 
 
 def voc_like(n, d=48, classes=4, seed=0):
@@ -38,19 +38,19 @@ def voc_like(n, d=48, classes=4, seed=0):
 
 
 def test_configs_load_with_the_protocol_grids():
-    mm = load_config(EVALUATE / "voc07_svm.yaml")
+    mm = load_evaluation(EVALUATE / "voc07_svm.yaml")
     assert len(mm.svm.costs) == 19 and [float(c) for c in mm.svm.costs[:4]] == [1.0, 10.0, 100.0, 0.5 ** 4]
     assert float(mm.svm.costs[-1]) == 0.5 ** 19
-    assert [float(c) for c in load_config(EVALUATE / "voc07_svm_vissl.yaml").svm.costs] == \
+    assert [float(c) for c in load_evaluation(EVALUATE / "voc07_svm_vissl.yaml").svm.costs] == \
         [0.01, 0.1, 1, 2, 5, 10, 15, 20, 50, 100, 1000]
     p = SVMParams.from_config(mm.svm)
     assert (p.backend, p.positive_weight, p.cv_folds, p.max_iter) == ("cyanure", 2.0, 3, 2000)
-    low = load_config(EVALUATE / "voc07_lowshot_svm.yaml")
+    low = load_evaluation(EVALUATE / "voc07_lowshot_svm.yaml")
     assert list(low.lowshot.k) == [1, 2, 4, 8, 16, 32, 64, 96] and len(low.lowshot.seeds) == 5
     for key in ("data", "transform", "features", "svm"):  # the low-shot file repeats voc07_svm's blocks
         assert low[key] == mm[key], key
-    demo = load_config(EVALUATE / "demo/voc07_svm.yaml")
-    demo_low = load_config(EVALUATE / "demo/voc07_lowshot_svm.yaml")
+    demo = load_evaluation(EVALUATE / "demo/voc07_svm.yaml")
+    demo_low = load_evaluation(EVALUATE / "demo/voc07_lowshot_svm.yaml")
     for key in ("data", "transform", "features", "svm"):
         assert demo[key] == demo_low[key], key
 
@@ -75,7 +75,7 @@ def test_cyanure_solves_the_class_weighted_linearsvc_objective():
     for cost in (0.1, 1.0):
         ref = minimize(objective, np.zeros(X.shape[1] + 1), args=(cost,), jac=True, method="L-BFGS-B",
                        options={"gtol": 1e-10}).x
-        (w, b), = fit_path(X, y, [cost], SVMParams(cyanure_tol=1e-6))
+        (w, b), = fit_path(X, y, [cost], params(cyanure_tol=1e-6))
         np.testing.assert_allclose(np.r_[w, b], ref, atol=1e-3 * np.abs(ref).max())
         lib = LinearSVC(C=cost, class_weight={1: 2, -1: 1}, tol=1e-6, max_iter=100000, dual=True).fit(X, y)
         np.testing.assert_allclose(np.r_[w, b], np.r_[lib.coef_.ravel(), lib.intercept_], atol=2e-3 * np.abs(ref).max())
@@ -85,7 +85,7 @@ def test_warm_started_path_equals_separate_solves():
     X, T = voc_like(150)
     X = l2_normalize(X, 1e-5)
     y = np.where(T[:, 0] > 0, 1, -1)
-    p = SVMParams(cyanure_tol=1e-6)
+    p = params(cyanure_tol=1e-6)
     costs = [10.0, 0.01, 1.0]  # out of order on purpose
     path = fit_path(X, y, costs, p)
     for cost, (w, b) in zip(costs, path):
@@ -101,9 +101,9 @@ def test_voc07_protocol_cyanure_equals_sklearn_within_0_1_map(seed):
     Xtr, Ttr = voc_like(400, seed=seed)
     Xte, Tte = voc_like(400, seed=seed + 100)
     classes = ["a", "b", "c", "d"]
-    costs = [float(c) for c in load_config(EVALUATE / "voc07_svm.yaml").svm.costs]
-    cy = voc07_svm_on_features(Xtr, Ttr, Xte, Tte, classes, costs, SVMParams(backend="cyanure"))
-    sk = voc07_svm_on_features(Xtr, Ttr, Xte, Tte, classes, costs, SVMParams(backend="sklearn"))
+    costs = [float(c) for c in load_evaluation(EVALUATE / "voc07_svm.yaml").svm.costs]
+    cy = voc07_svm_on_features(Xtr, Ttr, Xte, Tte, classes, costs, params(backend="cyanure"))
+    sk = voc07_svm_on_features(Xtr, Ttr, Xte, Tte, classes, costs, params(backend="sklearn"))
     assert set(cy["ap"]) == set(classes) and 50 < cy["mAP"] <= 100
     assert abs(cy["mAP"] - sk["mAP"]) < 0.1
     assert all(c in costs for c in cy["cost"].values())
@@ -112,16 +112,16 @@ def test_voc07_protocol_cyanure_equals_sklearn_within_0_1_map(seed):
 
 def test_difficult_examples_in_training_follow_the_config():
     t = np.array([1, 0, -1, 1], dtype=np.float32)
-    rows, y = _train_labels(t, SVMParams(difficult_in_train="negative"))
+    rows, y = _train_labels(t, params(difficult_in_train="negative"))
     assert rows.tolist() == [0, 1, 2, 3] and y.tolist() == [1, -1, -1, 1]
-    rows, y = _train_labels(t, SVMParams(difficult_in_train="ignore"))
+    rows, y = _train_labels(t, params(difficult_in_train="ignore"))
     assert rows.tolist() == [0, 2, 3] and y.tolist() == [1, -1, 1]
 
 
 def test_bad_inputs_are_named():
     Xtr, Ttr = voc_like(90, seed=1)
     Xte, Tte = voc_like(90, seed=2)
-    p, costs = SVMParams(), [1.0]
+    p, costs = params(), [1.0]
     bad = Xtr.copy()
     bad[[5, 17]] = np.nan
     images = ([f"img{i}.jpg" for i in range(90)], [f"test{i}.jpg" for i in range(90)])
@@ -136,7 +136,7 @@ def test_bad_inputs_are_named():
     with pytest.raises(DataError, match="class 'a': 2 positive"):
         voc07_svm_on_features(Xtr, few, Xte, Tte, list("abcd"), costs, p)
     with pytest.raises(ConfigError, match="whole number"):
-        SVMParams.from_config({**load_config(EVALUATE / "voc07_svm.yaml").svm, "class_weight":
+        SVMParams.from_config({**load_evaluation(EVALUATE / "voc07_svm.yaml").svm, "class_weight":
                                {"positive": 1.5, "negative": 1}})
 
 
@@ -155,7 +155,7 @@ def test_lowshot_samples_per_class():
 def test_lowshot_statistics(selection):
     Xtr, Ttr = voc_like(200, seed=1)
     Xte, Tte = voc_like(120, seed=2)
-    res = lowshot_on_features(Xtr, Ttr, Xte, Tte, list("abcd"), [0.01, 1.0, 100.0], SVMParams(), ks=[1, 2, 4],
+    res = lowshot_on_features(Xtr, Ttr, Xte, Tte, list("abcd"), [0.01, 1.0, 100.0], params(), ks=[1, 2, 4],
                               seeds=[1, 2, 3], negatives_per_positive=None, selection=selection)
     assert res["selection"] == selection and list(res["k"]) == [1, 2, 4]
     for r in res["k"].values():
@@ -171,14 +171,14 @@ def test_lowshot_statistics(selection):
 def test_voc07_svm_and_lowshot_end_to_end(minivoc_root, tmp_path):
     backbone = load_backbone("random:resnet18")
     ctx = EvalContext(out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", workers=1)
-    cfg = load_config(EVALUATE / "demo/voc07_svm.yaml", [f"data.root={minivoc_root}"])
-    out = EVALUATORS.get("voc07_svm")(backbone, cfg, ctx)
+    cfg = load_evaluation(EVALUATE / "demo/voc07_svm.yaml", [f"data.root={minivoc_root}"])
+    out = evaluators.get("voc07_svm")(backbone, cfg, ctx)
     assert set(out.metrics) == {"mAP"} and 0 < out.metrics["mAP"] <= 100
     assert set(out.details["feature5"]["per_class_ap"]) == set(cfg.data.classes)
     assert out.info["layer"] == "feature5" and out.info["feature_cache"]["train"] == {"feature5": "miss"}
-    cfg = load_config(EVALUATE / "demo/voc07_lowshot_svm.yaml",
+    cfg = load_evaluation(EVALUATE / "demo/voc07_lowshot_svm.yaml",
                       [f"data.root={minivoc_root}", "lowshot.k=[1,2]", "lowshot.seeds=[1,2]"])
-    out = EVALUATORS.get("voc07_lowshot_svm")(backbone, cfg, ctx)
+    out = evaluators.get("voc07_lowshot_svm")(backbone, cfg, ctx)
     assert set(out.metrics) == {f"mAP@k{k}{s}" for k in (1, 2) for s in ("", "_min", "_max", "_std")}
     assert out.per_seed["mAP@k2"] and len(out.per_seed["mAP@k2"]) == 2
     assert out.info["cost_selection"] == "cv" and "cross-validation" in out.info["variant"]

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from moco_bench.cli import main
-from moco_bench.env import environment
+from moco_bench.core.env import environment
 from moco_bench.results.published import load_published
 from moco_bench.results.report import write_report
 from moco_bench.results.schema import make_record

@@ -14,7 +14,7 @@ from functools import lru_cache
 import torch
 import torchvision
 
-from moco_bench.errors import CheckpointError
+from moco_bench.core.errors import CheckpointError
 
 ARCHS = (
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",

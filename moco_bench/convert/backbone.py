@@ -20,9 +20,9 @@ from moco_bench.convert.formats import FORMATS, detect_format
 from moco_bench.convert.recipe import recipe_of
 from moco_bench.convert.report import KeyReport
 from moco_bench.convert.safe_pickle import torch_load
-from moco_bench.env import sha256_file
-from moco_bench.errors import CheckpointError
-from moco_bench.results.atomic import atomic_write_bytes
+from moco_bench.core.atomic import atomic_write_bytes
+from moco_bench.core.env import sha256_file
+from moco_bench.core.errors import CheckpointError
 
 RANDOM_PREFIX = "random:"
 

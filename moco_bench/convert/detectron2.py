@@ -14,8 +14,8 @@ import numpy as np
 
 from moco_bench.convert.backbone import ConvertedBackbone
 from moco_bench.convert.safe_pickle import read_pickle
-from moco_bench.errors import CheckpointError
-from moco_bench.results.atomic import atomic_write_bytes
+from moco_bench.core.atomic import atomic_write_bytes
+from moco_bench.core.errors import CheckpointError
 
 AUTHOR = "moco-bench"
 

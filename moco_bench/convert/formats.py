@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from moco_bench.errors import CheckpointError
-from moco_bench.registry import Registry
+from moco_bench.core.errors import CheckpointError
+from moco_bench.core.registry import Registry
 
 FORMATS = Registry("checkpoint format")
 _ORDER: list[str] = []

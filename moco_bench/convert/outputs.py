@@ -6,7 +6,7 @@ from pathlib import Path
 
 from moco_bench.convert.backbone import ConvertedBackbone, write_torchvision
 from moco_bench.convert.detectron2 import write_detectron2
-from moco_bench.errors import ResultExistsError
+from moco_bench.core.errors import ResultExistsError
 
 TARGETS = ("torchvision", "detectron2", "both")
 NAMES = {"torchvision": "backbone.pth", "detectron2": "backbone.pkl", "report": "convert_report.json"}

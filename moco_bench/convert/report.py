@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from moco_bench.convert.arch import CLASSIFIER_KEYS
-from moco_bench.results.atomic import atomic_write_text
+from moco_bench.core.atomic import atomic_write_text
 
 
 @dataclass

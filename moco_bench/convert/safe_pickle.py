@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from moco_bench.errors import CheckpointError
+from moco_bench.core.errors import CheckpointError
 
 # The callables numpy's own pickling uses (numpy 1 names them numpy.core.*, numpy 2 numpy._core.*).
 _reconstruct = np.zeros(1).__reduce__()[0]

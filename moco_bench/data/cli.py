@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from moco_bench.errors import ConfigError
+from moco_bench.core.errors import ConfigError
 
 
 def parse_options(items) -> dict:
@@ -35,9 +35,9 @@ def _build(args) -> int:
 def register(sub) -> None:
     data = sub.add_parser("data", help="embedded datasets")
     dsub = data.add_subparsers(dest="data_command", required=True)
-    b = dsub.add_parser("build", help="build an embedded dataset (imagefolder, minivoc, minicoco) into the cache",
+    b = dsub.add_parser("build", help="build an embedded dataset into the cache",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    b.add_argument("name", choices=["imagefolder", "minivoc", "minicoco"])
+    b.add_argument("name", choices=["imagefolder", "minivoc", "minicoco", "deepforest"])
     b.add_argument("options", nargs="*", help="sizes as key=value, e.g. n_trainval=300 canvas=[96,128]")
     b.add_argument("--root", type=Path, default=None, help="output root (default: $MOCO_BENCH_DATA/embedded)")
     b.add_argument("--force", action="store_true", help="rebuild even if built with other options")

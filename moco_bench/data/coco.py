@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pycocotools.coco import COCO
 
-from moco_bench.errors import DataError, DatasetNotFound
+from moco_bench.core.errors import DataError, DatasetNotFound
 
 
 def load_coco(ann_file: Path, image_root: Path, check_images: bool = True) -> COCO:

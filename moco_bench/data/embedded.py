@@ -28,14 +28,17 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from moco_bench import paths
+from moco_bench.core import paths
+from moco_bench.core.errors import DataError
 from moco_bench.data import fashion_mnist
-from moco_bench.errors import DataError
+from moco_bench.data.voc import voc_annotation_xml
 
 FASHION_CLASSES = fashion_mnist.CLASSES
 KEYPOINT_NAMES = ("top", "bottom", "left", "right", "center")
 KEYPOINT_FLIP = (("left", "right"),)
 MANIFEST = ".built.json"
+DATABASE = "moco-bench embedded (Fashion-MNIST)"
+NAMES = ("imagefolder", "minivoc", "minicoco", "deepforest")
 ITEM_THRESHOLD = 32  # pixel value above which an item pixel belongs to its mask and box
 # Distinct colours per object index, black for 0, so the PNGs are viewable like VOC's own.
 _PALETTE = [v for i in range(256) for v in ((i * 67) % 256, (i * 151) % 256, (i * 29) % 256)]
@@ -93,29 +96,6 @@ def _place_items(rng, pool_images, pool_labels, canvas, items, scale):
     return img, [o for o in objects if o["mask"].sum() >= 4]
 
 
-def _voc_xml(name: str, width: int, height: int, objects: List[dict]) -> bytes:
-    root = ET.Element("annotation")
-    ET.SubElement(root, "folder").text = "VOC2007"
-    ET.SubElement(root, "filename").text = name
-    source = ET.SubElement(root, "source")
-    ET.SubElement(source, "database").text = "moco-bench embedded (Fashion-MNIST)"
-    size = ET.SubElement(root, "size")
-    for tag, v in (("width", width), ("height", height), ("depth", 3)):
-        ET.SubElement(size, tag).text = str(v)
-    ET.SubElement(root, "segmented").text = "1"
-    for o in objects:
-        el = ET.SubElement(root, "object")
-        ET.SubElement(el, "name").text = FASHION_CLASSES[o["label"]]
-        ET.SubElement(el, "pose").text = "Unspecified"
-        ET.SubElement(el, "truncated").text = "0"
-        ET.SubElement(el, "difficult").text = str(int(o["difficult"]))
-        box = ET.SubElement(el, "bndbox")
-        for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), o["bbox"]):
-            ET.SubElement(box, tag).text = str(v)
-    ET.indent(root)
-    return ET.tostring(root, encoding="utf-8")
-
-
 def _box(mask: np.ndarray):
     ys, xs = np.nonzero(mask)
     return int(xs.min()) + 1, int(ys.min()) + 1, int(xs.max()) + 1, int(ys.max()) + 1  # VOC: 1-based, inclusive
@@ -139,8 +119,10 @@ def _write_minivoc(tmp: Path, *, n_trainval: int, n_test: int, canvas: List[int]
             for o in objects:
                 o["bbox"] = _box(o["mask"])
             Image.fromarray(img).convert("RGB").save(voc / "JPEGImages" / f"{image_id}.jpg", quality=95)
-            (voc / "Annotations" / f"{image_id}.xml").write_bytes(_voc_xml(f"{image_id}.jpg", canvas[1], canvas[0],
-                                                                            objects))
+            named = [{"name": FASHION_CLASSES[o["label"]], "bbox": o["bbox"], "difficult": o["difficult"]}
+                     for o in objects]
+            (voc / "Annotations" / f"{image_id}.xml").write_bytes(voc_annotation_xml(
+                f"{image_id}.jpg", canvas[1], canvas[0], named, database=DATABASE, segmented=True))
             instances = np.zeros(img.shape, dtype=np.uint8)  # VOC SegmentationObject: object index, 0 = none
             for k, o in enumerate(objects, start=1):
                 instances[o["mask"]] = k
@@ -272,4 +254,8 @@ def build(name: str, root: Path | None = None, force: bool = False, **options) -
     if name == "minicoco":
         voc = build_minivoc(root / "minivoc", **options)
         return build_minicoco(voc, root / "minicoco", force=force)
-    raise DataError(f"unknown embedded dataset {name!r}; known: imagefolder, minivoc, minicoco")
+    if name == "deepforest":
+        from moco_bench.data.deepforest import build_deepforest_voc
+
+        return build_deepforest_voc(root / "deepforest", **options)
+    raise DataError(f"unknown embedded dataset {name!r}; known: {', '.join(NAMES)}")

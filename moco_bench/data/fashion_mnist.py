@@ -8,8 +8,8 @@ from typing import Tuple
 
 import numpy as np
 
-from moco_bench import paths
-from moco_bench.errors import DataError, DatasetNotFound
+from moco_bench.core import paths
+from moco_bench.core.errors import DataError, DatasetNotFound
 
 # Class names in the dataset's label order (zalandoresearch/fashion-mnist README), usable as VOC/COCO names.
 CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from torchvision import datasets
 
+from moco_bench.core.errors import DataError, DatasetNotFound
 from moco_bench.data.images import load_rgb
-from moco_bench.errors import DataError, DatasetNotFound
 
 
 class ImageFolder(datasets.ImageFolder):
     """torchvision's ImageFolder, failing early and clearly on a missing or empty folder or a bad image."""
 
-    def __init__(self, root: Path, transform: Optional[Callable] = None, expected_classes: Optional[int] = None):
+    def __init__(self, root: Path, transform: Optional[Callable] = None):
         root = Path(root)
         if not root.is_dir():
             raise DatasetNotFound(f"{root}: dataset folder not found (expected <root>/<class>/<image> files)")
@@ -22,5 +22,7 @@ class ImageFolder(datasets.ImageFolder):
             super().__init__(str(root), transform=transform, loader=load_rgb)
         except (FileNotFoundError, RuntimeError) as e:
             raise DataError(f"{root}: not an ImageFolder tree ({e})") from None
-        if expected_classes is not None and len(self.classes) != expected_classes:
-            raise DataError(f"{root}: has {len(self.classes)} class folders, the config expects {expected_classes}")
+
+    @property
+    def images(self) -> List[str]:
+        return [path for path, _ in self.samples]

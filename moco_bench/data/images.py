@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from moco_bench.errors import DataError
+from moco_bench.core.errors import DataError
 
 
 def load_rgb(path: Path) -> Image.Image:
@@ -25,6 +25,10 @@ class ImageList(Dataset):
 
     samples: list
     transform = None
+
+    @property
+    def images(self) -> list:
+        return [path for path, _ in self.samples]
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
+from moco_bench.core.errors import DataError, DatasetNotFound
 from moco_bench.data.imagefolder import ImageFolder
 from moco_bench.data.images import ImageList
-from moco_bench.errors import DataError, DatasetNotFound
 
 LIST_DIR = "trainvalsplit_places205"
 IMAGE_DIR = "data/vision/torralba/deeplearning/images256"
@@ -61,12 +61,11 @@ class Places205(ImageList):
         root: the dataset root (holding ``trainvalsplit_places205/`` for ``list``, ``train/`` ``val/`` for ``folder``).
         split: ``train`` or ``val``.
         layout: ``list``, ``folder`` or ``auto`` (``list`` when the split folder of the release is there).
-        expected_classes: the class count the protocol expects (205); a different count is an error.
         list_file, image_root: another split file / image folder for the ``list`` layout (e.g. mmselfsup's meta/).
     """
 
     def __init__(self, root: Path, split: str, transform: Optional[Callable] = None, layout: str = "auto",
-                 expected_classes: Optional[int] = None, list_file: Optional[Path] = None,
+                 list_file: Optional[Path] = None,
                  image_root: Optional[Path] = None):
         root = Path(root)
         if layout not in LAYOUTS:
@@ -75,7 +74,7 @@ class Places205(ImageList):
             layout = "list" if (list_file is not None or (root / LIST_DIR).is_dir()) else "folder"
         self.root, self.split, self.layout, self.transform = root, split, layout, transform
         if layout == "folder":
-            folder = ImageFolder(root / split, expected_classes=expected_classes)
+            folder = ImageFolder(root / split)
             self.samples, self.classes = list(folder.samples), list(folder.classes)
         else:
             list_file = Path(list_file) if list_file is not None else root / LIST_DIR / f"{split}_places205.csv"
@@ -84,10 +83,5 @@ class Places205(ImageList):
                 raise DatasetNotFound(f"{image_root}: Places205 image folder not found (list file {list_file})")
             pairs = read_list_file(list_file)
             self.classes = _class_names(pairs, list_file)
-            if expected_classes is not None and len(self.classes) != expected_classes:
-                raise DataError(f"{list_file}: has {len(self.classes)} classes, the config expects {expected_classes}")
-            first = image_root / pairs[0][0]
-            if not first.is_file():
-                raise DataError(f"{list_file}: first image {pairs[0][0]!r} is not under {image_root}")
             self.samples = [(str(image_root / rel), label) for rel, label in pairs]
         self.targets = [label for _, label in self.samples]

@@ -8,8 +8,8 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
+from moco_bench.core.errors import DataError, DatasetNotFound
 from moco_bench.data.images import load_rgb
-from moco_bench.errors import DataError, DatasetNotFound
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
@@ -63,6 +63,32 @@ def read_class_labels(root: Path, split: str, classes: Sequence[str], ids: Seque
         raise DataError(f"{Path(root) / 'ImageSets' / 'Main' / f'{classes[c]}_{split}.txt'}: "
                         f"no label for image {ids[n]!r}")
     return labels
+
+
+def voc_annotation_xml(filename: str, width: int, height: int, objects: Sequence[Dict], database: str = "",
+                       segmented: bool = False) -> bytes:
+    """A VOC annotation XML: ``objects`` are ``{name, bbox (xmin, ymin, xmax, ymax; 1-based, inclusive),
+    difficult}``; the writer of the embedded mini-VOC and of the deepforest tiles."""
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "VOC2007"
+    ET.SubElement(root, "filename").text = filename
+    if database:
+        ET.SubElement(ET.SubElement(root, "source"), "database").text = database
+    size = ET.SubElement(root, "size")
+    for tag, v in (("width", width), ("height", height), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(v)
+    ET.SubElement(root, "segmented").text = str(int(segmented))
+    for o in objects:
+        el = ET.SubElement(root, "object")
+        ET.SubElement(el, "name").text = o["name"]
+        ET.SubElement(el, "pose").text = "Unspecified"
+        ET.SubElement(el, "truncated").text = "0"
+        ET.SubElement(el, "difficult").text = str(int(o["difficult"]))
+        box = ET.SubElement(el, "bndbox")
+        for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), o["bbox"]):
+            ET.SubElement(box, tag).text = str(int(round(v)))
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8")
 
 
 def read_voc_annotation(path: Path) -> Dict:

@@ -1,19 +1,22 @@
-"""Evaluators, one module per protocol family, registered in :data:`EVALUATORS` (contract: ``base.py``).
+"""Evaluators: one subpackage per protocol family (``frozen``, ``linear``, ``detection``, ...).
 
-The modules import heavy libraries (faiss, cyanure, detectron2), so they are imported on first use by
-:func:`load_all` rather than with the package.
+Each family declares its evaluators' config schemas in a light ``schema`` module (registered in
+:data:`~moco_bench.evaluators.schema.SCHEMAS` with the module implementing each) and registers the evaluator
+functions in :data:`EVALUATORS` (contract: ``base.py``). The implementations import heavy libraries (faiss,
+cyanure, detectron2), so :func:`get` imports only the one an evaluation needs, when it runs.
 """
 
 import importlib
+from typing import Callable
 
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
-
-MODULES = ("svm", "knn", "linear", "detection")
-
-
-def load_all() -> None:
-    for name in MODULES:
-        importlib.import_module(f"moco_bench.evaluators.{name}")
+from moco_bench.evaluators.schema import spec
 
 
-__all__ = ["EVALUATORS", "EvalContext", "EvalOutput", "load_all"]
+def get(name: str) -> Callable:
+    """The evaluator function registered as ``name``, its implementation imported on first use."""
+    importlib.import_module(spec(name).module)
+    return EVALUATORS.get(name)
+
+
+__all__ = ["EVALUATORS", "EvalContext", "EvalOutput", "get"]

@@ -8,7 +8,7 @@ in their ``evaluator:`` key::
 
 It reads the protocol's numbers from ``cfg`` (never from code), may write logs and artifacts under
 ``ctx.out_dir``, times its stages with ``ctx.stage(name)``, and returns an :class:`EvalOutput`. It does not
-write the result record: :func:`moco_bench.evaluators.runner.run_evaluation` does that, adding the
+write the result record: :func:`moco_bench.engine.runner.run_evaluation` does that, adding the
 checkpoint, the environment and the timings.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
 
-from moco_bench.registry import Registry
+from moco_bench.core.registry import Registry
 
 EVALUATORS = Registry("evaluator")
 

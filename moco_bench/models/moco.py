@@ -16,7 +16,7 @@ from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torchvision import models
 
-from moco_bench.pretrain import distributed
+from moco_bench.core import distributed
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):

@@ -13,7 +13,7 @@ from typing import Dict, Mapping, Sequence
 import torch
 from torch import nn
 
-from moco_bench.errors import ConfigError
+from moco_bench.core.errors import ConfigError
 
 LAYERS = ("feature1", "feature2", "feature3", "feature4", "feature5", "gap")
 _DEPTH = {"feature1": 0, "feature2": 1, "feature3": 2, "feature4": 3, "feature5": 4, "gap": 4}

@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from moco_bench.errors import CheckpointError, ConfigError
-from moco_bench.results.atomic import atomic_write_bytes
+from moco_bench.core.atomic import atomic_write_bytes
+from moco_bench.core.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 PATTERN = re.compile(r"checkpoint_(\d{4,})\.pth\.tar$")

@@ -38,12 +38,13 @@ def register(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from moco_bench.config import load_config, resolved
-    from moco_bench.launch.slurm import submit
+    from moco_bench.core.config import resolved
+    from moco_bench.core.launch import submit
     from moco_bench.pretrain.job import PretrainJob
+    from moco_bench.pretrain.schema import load_recipe
     from moco_bench.pretrain.train import preflight, pretrain
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_recipe(args.config, args.overrides)
     if args.launcher == "local":
         last = pretrain(cfg)
         if last is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from submitit.helpers import DelayedSubmission
 
-from moco_bench.launch.slurm import DistributedJob
+from moco_bench.core.launch import DistributedJob
 from moco_bench.pretrain import checkpoint
 
 

@@ -1,33 +1,38 @@
 """kNN monitor: top-1 of the query encoder's pooled features on a held-out split, every few epochs.
 
 Features are the global-average-pooled backbone output (the encoder without its fc head), L2-normalized, as in
-the kNN protocol (evaluate/imagenet_knn.yaml); the vote is the kNN evaluator's (moco_bench.evaluators.knn).
+the kNN protocol (evaluate/imagenet_knn.yaml); the vote is the kNN evaluator's (moco_bench.evaluators.frozen.knn).
 """
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from moco_bench.data.imagefolder import ImageFolder
+from moco_bench.core.errors import DataError
+from moco_bench.data.readers import open_split
 from moco_bench.data.transforms import eval_transform
-from moco_bench.evaluators.knn import knn_top1
+from moco_bench.evaluators.frozen.knn import knn_top1
 
 
 class KnnMonitor:
     """Holds the two eval datasets (opened once, at start-up, so a wrong path fails before training)."""
 
-    def __init__(self, train: str, val: str, *, k: int, T: float, resize: int, crop: int, mean, std,
-                 batch_size: int = 256, workers: int = 2):
-        transform = eval_transform(resize, crop, mean=tuple(mean), std=tuple(std))
-        self.train, self.val = ImageFolder(Path(train), transform), ImageFolder(Path(val), transform)
-        if self.train.classes != self.val.classes:
-            raise ValueError(f"kNN monitor: {train} and {val} have different class folders")
+    def __init__(self, data: Mapping, test: Mapping, *, k: int, T: float, mean, std, batch_size: int, workers: int):
+        transform = eval_transform(test, mean, std)
+        self.train = open_split(data, data["train_split"], transform, "monitor")
+        self.val = open_split(data, data["test_split"], transform, "monitor")
+        if list(self.train.classes) != list(self.val.classes):
+            raise DataError(f"kNN monitor: {data['root']}: the {data['train_split']} and {data['test_split']} splits "
+                            "have different classes")
+        if k > len(self.train):
+            raise DataError(f"kNN monitor: k={k} is larger than {data['root']}/{data['train_split']} "
+                            f"({len(self.train)} images)")
         self.k, self.T, self.batch_size, self.workers = k, T, batch_size, workers
 
     @torch.no_grad()

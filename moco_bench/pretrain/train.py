@@ -23,17 +23,21 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from moco_bench.config import resolved, save_config
-from moco_bench.data.imagefolder import ImageFolder
+from moco_bench.core import distributed
+from moco_bench.core.config import resolved, save_config
+from moco_bench.core.errors import ConfigError, DataError, ResultExistsError, TrainingDiverged
+from moco_bench.data.readers import open_split
 from moco_bench.data.transforms import TwoCropsTransform, moco_v1_augment, moco_v2_augment
-from moco_bench.errors import ConfigError, DataError, ResultExistsError, TrainingDiverged
 from moco_bench.models.moco import MoCo
-from moco_bench.pretrain import checkpoint, distributed
+from moco_bench.pretrain import checkpoint
 from moco_bench.pretrain.log import MetricLog
 from moco_bench.pretrain.monitor import KnnMonitor
 
 log = logging.getLogger(__name__)
 AUGMENTS = {"moco_v1": moco_v1_augment, "moco_v2": moco_v2_augment}
+AUGMENT_KEYS = {"moco_v1": ("crop", "scale", "grayscale_p", "jitter", "mean", "std"),
+                "moco_v2": ("crop", "scale", "jitter", "jitter_p", "grayscale_p", "blur_sigma", "blur_p", "mean",
+                            "std")}
 
 
 def lr_factor(epoch: int, *, schedule: str, epochs: int, milestones) -> float:
@@ -52,14 +56,9 @@ def check_config(cfg: DictConfig, world_size: int) -> None:
                           "step replaces one batch of keys in the queue")
     if world_size == 1 and batch % cfg.model.bn_splits:
         raise ConfigError(f"{src}: data.batch_size={batch} is not a multiple of model.bn_splits={cfg.model.bn_splits}")
-    if cfg.keep_checkpoints is not None and cfg.keep_checkpoints < 1:
-        raise ConfigError(f"{src}: keep_checkpoints={cfg.keep_checkpoints}; expected null (keep all) or at least 1")
-    if cfg.optim.schedule not in ("cos", "step"):
-        raise ConfigError(f"{src}: optim.schedule={cfg.optim.schedule!r}; expected cos or step")
-    if cfg.augment.kind not in AUGMENTS:
-        raise ConfigError(f"{src}: augment.kind={cfg.augment.kind!r}; expected one of {sorted(AUGMENTS)}")
-    if cfg.optim.epochs < 1:
-        raise ConfigError(f"{src}: optim.epochs must be at least 1")
+    missing = [k for k in AUGMENT_KEYS[cfg.transform.kind] if cfg.transform[k] is None]
+    if missing:
+        raise ConfigError(f"{src}: transform.kind {cfg.transform.kind} needs transform.{', transform.'.join(missing)}")
 
 
 def resume_path(cfg: DictConfig, out_dir: Path) -> Optional[Path]:
@@ -75,11 +74,15 @@ def resume_path(cfg: DictConfig, out_dir: Path) -> Optional[Path]:
     return None
 
 
-def build_dataset(cfg: DictConfig) -> ImageFolder:
-    aug = {k: v for k, v in resolved(cfg.augment).items() if k != "kind"}
-    dataset = ImageFolder(Path(cfg.data.train), TwoCropsTransform(AUGMENTS[cfg.augment.kind](**aug)))
+def build_dataset(cfg: DictConfig):
+    """The pretraining images (``data.reader`` on ``data.root`` / ``data.split``), two augmented views each."""
+    aug = resolved(cfg.transform)
+    kind = aug["kind"]
+    transform = TwoCropsTransform(AUGMENTS[kind](**{k: aug[k] for k in AUGMENT_KEYS[kind]}))
+    data = resolved(cfg.data)
+    dataset = open_split({**data, "classes": None}, data["split"], transform, str(cfg.get("_source_", "config")))
     if len(dataset) < cfg.data.batch_size:
-        raise DataError(f"{cfg.data.train}: {len(dataset)} images, fewer than one global batch "
+        raise DataError(f"{cfg.data.root}/{cfg.data.split}: {len(dataset)} images, fewer than one global batch "
                         f"(data.batch_size={cfg.data.batch_size})")
     dataset[0]  # read and augment one image now rather than fail after the model is built
     return dataset
@@ -89,8 +92,8 @@ def build_monitor(cfg: DictConfig) -> Optional[KnnMonitor]:
     m = cfg.monitor
     if not m.knn_every:
         return None
-    return KnnMonitor(m.train, m.val, k=m.k, T=m.T, resize=m.resize, crop=m.crop, mean=cfg.augment.mean,
-                      std=cfg.augment.std, batch_size=m.batch_size, workers=cfg.data.workers)
+    return KnnMonitor(resolved(m.data), resolved(m.test), k=m.k, T=m.T, mean=cfg.transform.mean,
+                      std=cfg.transform.std, batch_size=m.batch_size, workers=cfg.data.workers)
 
 
 def gather_rng(world_size: int) -> list:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from moco_bench.errors import ConfigError
+from moco_bench.core.errors import ConfigError
 
 
 def _tables(args) -> int:

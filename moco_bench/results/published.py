@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from moco_bench.errors import DataError
+from moco_bench.core.errors import DataError
 
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "results" / "published" / "numbers.csv"
 COLUMNS = ("method", "pretrain_data", "epochs", "arch", "benchmark", "protocol", "metric", "value", "spread", "source",

@@ -8,7 +8,7 @@ from typing import List, Sequence
 
 import pandas as pd
 
-from moco_bench.results.atomic import atomic_write_text
+from moco_bench.core.atomic import atomic_write_text
 from moco_bench.results.plots import plot_tables
 from moco_bench.results.published import DEFAULT_CSV, load_published
 from moco_bench.results.schema import now

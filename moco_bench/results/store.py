@@ -9,8 +9,8 @@ from typing import Any, Dict, List
 
 import pandas as pd
 
-from moco_bench.errors import ResultExistsError
-from moco_bench.results.atomic import atomic_write_text
+from moco_bench.core.atomic import atomic_write_text
+from moco_bench.core.errors import ResultExistsError
 from moco_bench.results.schema import SchemaError, validate
 
 

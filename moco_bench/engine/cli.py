@@ -10,7 +10,7 @@ DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 
 def announce_device(requested: str) -> str:
     """The device ``requested`` resolves to (``auto``: CUDA when available), printed before any work."""
-    from moco_bench.env import resolve_device
+    from moco_bench.core.env import resolve_device
 
     device = resolve_device(requested)
     print(f"device: {device}" + (" (auto)" if requested == "auto" else ""), flush=True)
@@ -18,7 +18,7 @@ def announce_device(requested: str) -> str:
 
 
 def _eval(args) -> int:
-    from moco_bench.evaluators.runner import evaluate_checkpoint
+    from moco_bench.engine.runner import evaluate_checkpoint
 
     overrides = list(args.overrides) + ([f"trials={args.trials}"] if args.trials is not None else [])
     record = evaluate_checkpoint(args.checkpoint, args.config, overrides, out_root=args.out, force=args.force,
@@ -33,7 +33,7 @@ def _eval(args) -> int:
 def _eval_all(args) -> int:
     import pandas as pd
 
-    from moco_bench.evaluators.suite import eval_all, load_suite
+    from moco_bench.engine.suite import eval_all, load_suite
 
     suite = load_suite(args.suite, args.overrides)
     slurm = {"cluster": args.slurm_cluster, "timeout_min": args.timeout_min, "gpus_per_node": args.gpus_per_node,

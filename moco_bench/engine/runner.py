@@ -8,7 +8,6 @@ evaluator only measures.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import traceback
 from pathlib import Path
@@ -16,12 +15,15 @@ from typing import Iterable, Optional
 
 from omegaconf import DictConfig
 
-from moco_bench import comparability, paths
-from moco_bench.config import load_config, resolved, save_config
-from moco_bench.env import environment
-from moco_bench.errors import ConfigError, DatasetNotFound, MissingDependency, ResultExistsError, describe
-from moco_bench.evaluators import EVALUATORS, load_all
+from moco_bench.core import paths
+from moco_bench.core.config import resolved, save_config
+from moco_bench.core.distributed import process_rank
+from moco_bench.core.env import environment
+from moco_bench.core.errors import DatasetNotFound, MissingDependency, ResultExistsError, describe
+from moco_bench.engine import comparability
+from moco_bench.evaluators import get as get_evaluator
 from moco_bench.evaluators.base import EvalContext
+from moco_bench.evaluators.schema import load_evaluation, spec
 from moco_bench.results.schema import make_record, now
 from moco_bench.results.store import checkpoint_label, is_finished, write_result
 
@@ -36,13 +38,10 @@ def checkpoint_id(backbone) -> str:
 
 
 def check_config(cfg: DictConfig) -> dict:
-    """Fail before any work when the config names no evaluator or an unknown one, or no shipped protocol;
-    returns the config's comparability assessment (moco_bench/comparability.py)."""
-    load_all()
-    for key in ("evaluator", "name"):
-        if key not in cfg:
-            raise ConfigError(f"{cfg.get('_source_', 'config')}: evaluation configs need an {key!r} key")
-    EVALUATORS.get(cfg.evaluator)
+    """Fail before any work when the config names an unknown evaluator or no shipped protocol; returns the
+    config's comparability assessment (moco_bench/engine/comparability.py). The config was checked against its
+    schema when it was loaded (:func:`load_evaluation`)."""
+    spec(str(cfg.evaluator))
     return comparability.assess(cfg)
 
 
@@ -67,7 +66,7 @@ def run_evaluation(
     result_path = out_dir / f"{cfg.name}.json"
     if not force and is_finished(result_path):
         raise ResultExistsError(f"{result_path}: a finished result is already there (use --force to replace it)")
-    main_rank = int(os.environ.get("RANK", "0")) == 0
+    main_rank = process_rank() == 0
     work_dir = out_dir / cfg.name
     if force and main_rank and work_dir.is_dir():
         shutil.rmtree(work_dir)
@@ -83,7 +82,7 @@ def run_evaluation(
                   "published_protocol": assessment["published_protocol"]}
     start, status, error, output = now(), "ok", None, None
     try:
-        output = EVALUATORS.get(cfg.evaluator)(backbone, cfg, ctx)
+        output = get_evaluator(str(cfg.evaluator))(backbone, cfg, ctx)
         evaluation.update({k: v for k, v in output.info.items() if k not in evaluation or k in INFO_KEYS})
     except SKIP_ERRORS as e:
         status, error = "skipped", describe(e)
@@ -110,6 +109,6 @@ def evaluate_checkpoint(ckpt: str, config: str, overrides: Optional[Iterable[str
     """Load ``ckpt`` with the converter, then :func:`run_evaluation` under ``config`` + ``overrides``."""
     from moco_bench.convert import load_backbone
 
-    cfg = load_config(config, overrides)
+    cfg = load_evaluation(config, overrides)
     check_config(cfg)
     return run_evaluation(load_backbone(ckpt), cfg, **kwargs)

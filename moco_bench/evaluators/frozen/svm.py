@@ -3,7 +3,7 @@ mmselfsup and vissl).
 
 One binary linear SVM per class (squared hinge, L2, positives weighted 2:1) on L2-normalized features; its
 cost is chosen by 3-fold cross-validated average precision on trainval, refit on all of trainval and scored
-on test with the envelope AP of :mod:`moco_bench.evaluators.ap`.
+on test with the envelope AP of :mod:`moco_bench.evaluators.frozen.ap`.
 
 The solver is cyanure by default. Its objective is ``(1/n) sum 0.5 max(0, 1 - y f)^2 + lambda/2 ||w||^2``,
 so ``lambda = 1 / (2 C n)`` gives LinearSVC(C)'s minimizer; cyanure has no sample weights, so a class weight
@@ -28,49 +28,40 @@ from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
 from tqdm import tqdm
 
-from moco_bench.errors import ConfigError, DataError
-from moco_bench.evaluators.ap import average_precision
+from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
+from moco_bench.evaluators.frozen.ap import average_precision
 
 
 @dataclass(frozen=True)
 class SVMParams:
-    """One binary SVM's settings (the config's ``svm`` block, less the cost grid)."""
+    """One binary SVM's settings (the config's ``svm`` block, less the cost grid); no defaults: the numbers
+    are the protocol's, in evaluate/voc07_svm.yaml."""
 
-    backend: str = "cyanure"
-    positive_weight: float = 2.0
-    tol: float = 1e-4
-    max_iter: int = 2000
-    cv_folds: int = 3
-    normalize_eps: float = 1e-5
-    dtype: str = "float64"
-    difficult_in_train: str = "negative"
-    cyanure_tol: float = 1e-3
-    cyanure_solver: str = "qning-miso"
-    intercept_scaling: float = 1.0
+    backend: str
+    positive_weight: float
+    tol: float
+    max_iter: int
+    cv_folds: int
+    normalize_eps: float
+    dtype: str
+    difficult_in_train: str
+    cyanure_tol: float
+    cyanure_solver: str
+    intercept_scaling: float
 
     @classmethod
     def from_config(cls, svm: Mapping) -> "SVMParams":
         weights = svm["class_weight"]
         if float(weights["negative"]) != 1.0:
             raise ConfigError("svm.class_weight.negative must be 1 (the positive weight is relative to it)")
-        if svm.get("loss", "squared_hinge") != "squared_hinge" or svm.get("penalty", "l2") != "l2":
-            raise ConfigError("svm: only loss squared_hinge with penalty l2 (the protocol's LinearSVC) is supported")
         p = cls(backend=svm["backend"], positive_weight=float(weights["positive"]), tol=float(svm["tol"]),
                 max_iter=int(svm["max_iter"]), cv_folds=int(svm["cv_folds"]),
                 normalize_eps=float(svm["normalize_eps"]), dtype=str(svm["dtype"]),
                 difficult_in_train=str(svm["difficult_in_train"]), cyanure_tol=float(svm["cyanure_tol"]),
                 cyanure_solver=str(svm["cyanure_solver"]), intercept_scaling=float(svm["intercept_scaling"]))
-        if p.backend not in ("cyanure", "sklearn"):
-            raise ConfigError(f"svm.backend {p.backend!r}: expected cyanure or sklearn")
         if p.backend == "cyanure" and p.positive_weight != int(p.positive_weight):
             raise ConfigError("svm.class_weight.positive must be a whole number with cyanure (rows are duplicated)")
-        if p.difficult_in_train not in ("negative", "ignore"):
-            raise ConfigError(f"svm.difficult_in_train {p.difficult_in_train!r}: expected negative or ignore")
-        if p.intercept_scaling <= 0:
-            raise ConfigError("svm.intercept_scaling must be positive")
-        if p.dtype not in ("float32", "float64"):
-            raise ConfigError(f"svm.dtype {p.dtype!r}: expected float32 or float64")
         return p
 
 
@@ -170,7 +161,7 @@ def _one_class(X, t, Xtest, ttest, costs, p: SVMParams, name: str) -> dict:
     return {"cost": float(costs[best]), "cv_ap": cv.tolist(), "ap": ap, "max_iter": stats.get("max_iter", 0)}
 
 
-def _parallel(tasks: list, n_jobs: int, desc: str) -> list:
+def parallel(tasks: list, n_jobs: int, desc: str) -> list:
     """Run joblib ``delayed`` tasks over ``n_jobs`` processes (cyanure holds the GIL), in order, with progress."""
     if n_jobs == 1:
         return [fn(*args, **kw) for fn, args, kw in tqdm(tasks, desc=desc, leave=False)]
@@ -179,7 +170,7 @@ def _parallel(tasks: list, n_jobs: int, desc: str) -> list:
 
 
 @contextlib.contextmanager
-def _normalized_pair(train_X, test_X, p: SVMParams, n_jobs: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+def normalized_pair(train_X, test_X, p: SVMParams, n_jobs: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """L2-normalized train and test features; for several processes, as memory maps in a temporary folder,
     so the workers share one copy instead of receiving one each."""
     X, Xt = l2_normalize(train_X, p.normalize_eps, p.dtype), l2_normalize(test_X, p.normalize_eps, p.dtype)
@@ -193,16 +184,16 @@ def _normalized_pair(train_X, test_X, p: SVMParams, n_jobs: int) -> Iterator[Tup
         yield np.load(Path(tmp) / "train.npy", mmap_mode="r"), np.load(Path(tmp) / "test.npy", mmap_mode="r")
 
 
-def _check_inputs(train_X, test_X, images) -> None:
+def check_inputs(train_X, test_X, images) -> None:
     """NaN/Inf features are an error that names the images (or rows, for bare arrays)."""
-    from moco_bench.evaluators.features import check_finite
+    from moco_bench.evaluators.frozen.features import check_finite
 
     images = images or ([f"row {i}" for i in range(len(train_X))], [f"row {i}" for i in range(len(test_X))])
     check_finite(train_X, images[0], "train split")
     check_finite(test_X, images[1], "test split")
 
 
-def _check_positives(targets: np.ndarray, classes: Sequence[str], split: str) -> None:
+def check_positives(targets: np.ndarray, classes: Sequence[str], split: str) -> None:
     empty = [name for c, name in enumerate(classes) if not (targets[:, c] > 0).any()]
     if empty:
         raise DataError(f"{split}: no positive example of class(es) {', '.join(empty)}; AP is undefined")
@@ -215,13 +206,13 @@ def voc07_svm_on_features(train_X: np.ndarray, train_T: np.ndarray, test_X: np.n
 
     ``images`` (train, test image names) lets a NaN/Inf error name the images instead of row numbers.
     """
-    _check_inputs(train_X, test_X, images)
-    _check_positives(train_T, classes, "train split")
-    _check_positives(test_T, classes, "test split")
-    with _normalized_pair(train_X, test_X, p, n_jobs) as (X, Xt):
+    check_inputs(train_X, test_X, images)
+    check_positives(train_T, classes, "train split")
+    check_positives(test_T, classes, "test split")
+    with normalized_pair(train_X, test_X, p, n_jobs) as (X, Xt):
         tasks = [delayed(_one_class)(X, train_T[:, c], Xt, test_T[:, c], list(costs), p, name)
                  for c, name in enumerate(classes)]
-        out = _parallel(tasks, n_jobs, "svm classes")
+        out = parallel(tasks, n_jobs, "svm classes")
     aps = [100.0 * o["ap"] for o in out]
     return {"mAP": float(np.mean(aps)), "ap": dict(zip(classes, aps)),
             "cost": {name: o["cost"] for name, o in zip(classes, out)},
@@ -229,112 +220,17 @@ def voc07_svm_on_features(train_X: np.ndarray, train_T: np.ndarray, test_X: np.n
             "max_iter": int(sum(o["max_iter"] for o in out))}
 
 
-# --- low-shot -------------------------------------------------------------------------------------------------
-
-def sample_lowshot(t: np.ndarray, k: int, negatives: int, rng: np.random.Generator, name: str) -> np.ndarray:
-    """Sorted row indices of ``k`` positives and ``negatives`` negatives of one class (difficult never drawn),
-    as the anchors' create_voc_low_shot_samples does per class."""
-    pos, neg = np.flatnonzero(t > 0), np.flatnonzero(t < 0)
-    if k > len(pos) or negatives > len(neg):
-        raise DataError(f"low-shot k={k}: class {name!r} has {len(pos)} positive and {len(neg)} negative training "
-                        f"images; the sample needs {k} and {negatives} (k larger than the training set)")
-    return np.sort(np.concatenate([rng.choice(pos, k, replace=False), rng.choice(neg, negatives, replace=False)]))
-
-
-def _lowshot_task(X, t, Xtest, ttest, rows, costs, p: SVMParams, mode: str, folds: int, fixed: int | None,
-                  name: str) -> dict:
-    """One (k, sample, class): legacy -> test AP for every cost; cv -> chosen cost and its test AP."""
-    Xc, y, stats = X[rows], np.where(t[rows] > 0, 1, -1).astype(np.int32), {}
-
-    def test_ap(w, b):
-        return 100.0 * average_precision(ttest, Xtest @ w + b, what=f"test class {name!r}")
-
-    if mode == "test":
-        out = {"test_ap": [test_ap(w, b) for w, b in fit_path(Xc, y, costs, p, stats)]}
-    elif fixed is not None:
-        out = {"cost_index": fixed, "ap": test_ap(*fit_binary(Xc, y, costs[fixed], p, costs, stats))}
-    else:
-        cv = cross_validated_ap(Xc, y, costs, p, folds=folds, stats=stats)
-        best = int(np.argmax(cv))
-        out = {"cost_index": best, "cv_ap": cv.tolist(),
-               "ap": test_ap(*fit_binary(Xc, y, costs[best], p, costs, stats))}
-    return {**out, "max_iter": stats.get("max_iter", 0)}
-
-
-def lowshot_on_features(train_X, train_T, test_X, test_T, classes: Sequence[str], costs: Sequence[float],
-                        p: SVMParams, *, ks: Sequence[int], seeds: Sequence[int], negatives_per_positive: int | None,
-                        selection: str = "cv", n_jobs: int = 1, images=None) -> dict:
-    """Low-shot VOC07 SVM: for each k and seeded sample, per-class SVMs on k positives + negatives.
-
-    ``selection``: ``cv`` picks each (k, sample, class) cost by stratified cross-validation on the sample
-    itself with ``min(cv_folds, k)`` folds; where k < 2 allows no fold with a positive, the class takes the
-    cost cross-validation chose for it at the smallest cross-validatable k of the same seed (never the test
-    set). ``test`` is the anchors' legacy rule: one cost per k, the one with the best mean TEST mAP.
-    Returns per-k ``mean/min/max/std`` of the sample mAPs (percent), the per-sample mAPs and the chosen costs.
-    """
-    if selection not in ("cv", "test"):
-        raise ConfigError(f"lowshot.cost_selection {selection!r}: expected cv or test")
-    _check_inputs(train_X, test_X, images)
-    _check_positives(test_T, classes, "test split")
-    cv_ks = sorted(k for k in ks if k >= 2)
-    if selection == "cv" and not cv_ks and any(k < 2 for k in ks):
-        raise ConfigError("lowshot: k=1 borrows its cost from a cross-validated k >= 2; add one to lowshot.k")
-    n_neg = negatives_per_positive if negatives_per_positive is not None else len(classes) - 1
-    samples = {}  # (k, seed index, class) -> rows
-    for k in ks:
-        for s, seed in enumerate(seeds):
-            rng = np.random.default_rng([int(seed), int(k)])
-            for c, name in enumerate(classes):
-                samples[k, s, c] = sample_lowshot(train_T[:, c], k, n_neg * k, rng, name)
-
-    def run(keys, fixed=None):
-        tasks = [delayed(_lowshot_task)(X, train_T[:, c], Xt, test_T[:, c], samples[k, s, c], list(costs), p,
-                                        selection, min(p.cv_folds, k), None if fixed is None else fixed[s, c],
-                                        classes[c]) for k, s, c in keys]
-        return dict(zip(keys, _parallel(tasks, n_jobs, "low-shot svm")))
-
-    keys = list(samples)
-    with _normalized_pair(train_X, test_X, p, n_jobs) as (X, Xt):
-        if selection == "cv":
-            results = run([key for key in keys if key[0] >= 2])
-            if any(k < 2 for k in ks):
-                donor = {(s, c): results[cv_ks[0], s, c]["cost_index"] for s in range(len(seeds))
-                         for c in range(len(classes))}
-                results.update(run([key for key in keys if key[0] < 2], fixed=donor))
-        else:
-            results = run(keys)
-
-    out = {"k": {}, "selection": selection, "max_iter": int(sum(r["max_iter"] for r in results.values()))}
-    for k in ks:
-        if selection == "test":
-            # (samples, costs) of mean-over-classes test AP; the cost maximizing the mean over samples
-            grid = np.array([[np.mean([results[k, s, c]["test_ap"][i] for c in range(len(classes))])
-                              for i in range(len(costs))] for s in range(len(seeds))])
-            best = int(np.argmax(grid.mean(axis=0)))
-            maps = grid[:, best]
-            chosen = {"cost": float(costs[best]), "test_map_per_cost": grid.mean(axis=0).tolist()}
-        else:
-            maps = np.array([np.mean([results[k, s, c]["ap"] for c in range(len(classes))])
-                             for s in range(len(seeds))])
-            chosen = {"cost": [{name: float(costs[results[k, s, c]["cost_index"]]) for c, name in enumerate(classes)}
-                               for s in range(len(seeds))],
-                      "borrowed_from_k": cv_ks[0] if k < 2 else None}
-        out["k"][k] = {"mean": float(maps.mean()), "min": float(maps.min()), "max": float(maps.max()),
-                       "std": float(maps.std()), "per_seed": maps.tolist(), **chosen}
-    return out
-
-
 # --- evaluators -----------------------------------------------------------------------------------------------
 
-def _costs(cfg: DictConfig) -> List[float]:
+def costs_of(cfg: DictConfig) -> List[float]:
     costs = [float(c) for c in cfg.svm.costs]
     if not costs or min(costs) <= 0:
         raise ConfigError(f"{cfg.get('_source_', 'config')}: svm.costs must be a non-empty list of positive numbers")
     return costs
 
 
-def _splits(backbone, cfg: DictConfig, ctx: EvalContext):
-    from moco_bench.evaluators.features import load_split
+def splits(backbone, cfg: DictConfig, ctx: EvalContext):
+    from moco_bench.evaluators.frozen.features import load_split
 
     with ctx.stage("features"):
         train = load_split(backbone, cfg, ctx.cache_dir, cfg.data.train_split, device=ctx.device,
@@ -343,28 +239,29 @@ def _splits(backbone, cfg: DictConfig, ctx: EvalContext):
     return train, test
 
 
-def _info(cfg: DictConfig, layers, train, test, **extra) -> Dict:
+def info(cfg: DictConfig, layers, train, test, **extra) -> Dict:
     pooling = {name: OmegaConf.to_container(cfg.features.pooling[name], resolve=True) for name in layers}
-    return {"dataset": str(cfg.data.root), "split": f"{cfg.data.train_split}->{cfg.data.test_split}",
+    return {"dataset": str(cfg.data.name), "dataset_root": str(cfg.data.root),
+            "split": f"{cfg.data.train_split}->{cfg.data.test_split}",
             "layer": layers[0], "layers": list(layers), "pooling": pooling,
             "precision": str(cfg.features.precision), "feature_cache": {"train": train.cache, "test": test.cache},
             **extra}
 
 
-def _n_jobs(cfg: DictConfig, ctx: EvalContext) -> int:
+def n_jobs(cfg: DictConfig, ctx: EvalContext) -> int:
     return int(cfg.svm.get("n_jobs") or ctx.workers or 1)
 
 
 @EVALUATORS.register("voc07_svm")
 def voc07_svm(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """VOC07 SVM: metrics ``mAP`` (first layer of ``features.layers``) and ``<layer>_mAP`` for every layer."""
-    p, costs, layers = SVMParams.from_config(cfg.svm), _costs(cfg), list(cfg.features.layers)
-    train, test = _splits(backbone, cfg, ctx)
+    p, costs, layers = SVMParams.from_config(cfg.svm), costs_of(cfg), list(cfg.features.layers)
+    train, test = splits(backbone, cfg, ctx)
     metrics, details = {}, {}
     for layer in layers:
         with ctx.stage(f"svm_{layer}"):
             res = voc07_svm_on_features(train.features[layer], train.labels, test.features[layer], test.labels,
-                                        train.classes, costs, p, n_jobs=_n_jobs(cfg, ctx),
+                                        train.classes, costs, p, n_jobs=n_jobs(cfg, ctx),
                                         images=(train.images, test.images))
         metrics[f"{layer}_mAP"] = res["mAP"]
         details[layer] = {"per_class_ap": res["ap"], "chosen_cost": res["cost"], "cv_ap": res["cv_ap"],
@@ -373,37 +270,5 @@ def voc07_svm(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     if len(layers) == 1:
         del metrics[f"{layers[0]}_mAP"]
     details["costs"] = costs
-    info = _info(cfg, layers, train, test, backend=p.backend, difficult_in_train=p.difficult_in_train)
-    return EvalOutput(metrics=metrics, details=details, info=info)
-
-
-@EVALUATORS.register("voc07_lowshot_svm")
-def voc07_lowshot_svm(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
-    """Low-shot VOC07 SVM: ``mAP@k<k>`` (mean over samples) and ``_min``/``_max``/``_std`` per k, first layer."""
-    p, costs = SVMParams.from_config(cfg.svm), _costs(cfg)
-    layer = cfg.features.layers[0]
-    train, test = _splits(backbone, cfg, ctx)
-    lcfg = cfg.lowshot
-    with ctx.stage(f"lowshot_{layer}"):
-        res = lowshot_on_features(train.features[layer], train.labels, test.features[layer], test.labels,
-                                  train.classes, costs, p, ks=[int(k) for k in lcfg.k],
-                                  seeds=[int(s) for s in lcfg.seeds],
-                                  negatives_per_positive=lcfg.negatives_per_positive,
-                                  selection=str(lcfg.cost_selection), n_jobs=_n_jobs(cfg, ctx),
-                                  images=(train.images, test.images))
-    metrics, per_seed = {}, {}
-    for k, r in res["k"].items():
-        metrics[f"mAP@k{k}"] = r["mean"]
-        for stat in ("min", "max", "std"):
-            metrics[f"mAP@k{k}_{stat}"] = r[stat]
-        per_seed[f"mAP@k{k}"] = r["per_seed"]
-    # The published numbers chose the cost on test mAP; cross-validated costs are a different rule, so such
-    # results are labelled (and not comparable: the config's comparability.requires).
-    legacy = res["selection"] == "test"
-    selection = ("cost chosen on test mAP (legacy, as the anchors)" if legacy
-                 else "cost chosen by cross-validation on each sample")
-    variant = "; ".join(v for v in (str(cfg.get("variant", "") or ""), selection) if v)
-    info = _info(cfg, [layer], train, test, backend=p.backend, seeds=[int(s) for s in lcfg.seeds],
-                 cost_selection=res["selection"], variant=variant)
-    details = {"k": res["k"], "costs": costs, "solves_at_max_iter": res["max_iter"]}
-    return EvalOutput(metrics=metrics, per_seed=per_seed, details=details, info=info)
+    return EvalOutput(metrics=metrics, details=details,
+                      info=info(cfg, layers, train, test, backend=p.backend, difficult_in_train=p.difficult_in_train))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from moco_bench.errors import MocoBenchError
+from moco_bench.core.errors import MocoBenchError
 
 FASHION_MNIST_DEFAULT = Path("/usr/share/datasets/fashion-mnist")
 
@@ -32,7 +32,7 @@ def project_root() -> Path:
     The configs are not packaged: moco-bench runs from a checkout (``pip install -e .``), and a copy of the
     package without them is an error here rather than a missing file later.
     """
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not all((root / d).is_dir() for d in ("evaluate", "suites", "pretrain")):
         raise MocoBenchError(f"{root}: moco-bench's protocol configs (evaluate/, suites/, pretrain/) are not "
                              "beside the package; install it from a checkout with `pip install -e .`")

@@ -1,4 +1,4 @@
-"""Classifier heads trained on a frozen backbone, and the PCA lighting augmentation of the multi-head protocol.
+"""Classifier heads trained on a frozen backbone.
 
 - main_lincls (facebookresearch/moco): one ``fc`` on the global-average-pooled feature, N(0, 0.01) weights, zero bias.
 - Multi-layer heads (mmselfsup ``MultiClsHead``, vissl ``eval_mlp``): per tapped layer, BatchNorm over the
@@ -67,26 +67,3 @@ def norm_linear_heads(layers: Sequence[str], dims: Mapping[str, int], channels: 
                       affine: bool, momentum: float, eps: float, init_std: float) -> Heads:
     return Heads({name: NormLinear(channels[name], dims[name], num_classes, affine, momentum, eps, init_std)
                   for name in layers})
-
-
-class Lighting:
-    """AlexNet-style PCA lighting noise on a ``[0, 1]`` RGB tensor (mmselfsup's multi-head train pipeline).
-
-    Adds ``eigvec @ (alpha * eigval)`` to every pixel with ``alpha ~ N(0, alphastd)`` per component; the
-    eigen-decomposition of ImageNet's RGB covariance comes from the config.
-    """
-
-    def __init__(self, alphastd: float, eigval: Sequence[float], eigvec: Sequence[Sequence[float]]):
-        self.alphastd = float(alphastd)
-        self.eigval = torch.tensor(list(eigval), dtype=torch.float32)
-        self.eigvec = torch.tensor([list(r) for r in eigvec], dtype=torch.float32)
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        if self.alphastd == 0:
-            return img
-        alpha = torch.randn(3) * self.alphastd
-        rgb = self.eigvec @ (alpha * self.eigval)
-        return img + rgb.view(3, 1, 1).to(img.dtype)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(alphastd={self.alphastd})"

@@ -17,7 +17,6 @@ import contextlib
 import csv
 import io
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional
@@ -29,9 +28,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
-from moco_bench.errors import ConfigError, TrainingDiverged
-from moco_bench.evaluators.heads import Heads
-from moco_bench.results.atomic import atomic_write_bytes, atomic_write_text
+from moco_bench.core.atomic import atomic_torch_save, atomic_write_text
+from moco_bench.core.distributed import DistEnv, all_finite
+from moco_bench.core.errors import ConfigError, TrainingDiverged
+from moco_bench.evaluators.linear.heads import Heads
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pth.tar"
@@ -54,45 +54,44 @@ class TrainConfig:
     weight_decay: float
     norm_weight_decay: float
     nesterov: bool
-    seed: int = 0
-    val_every: int = 1
-    amp: bool = False
-    channels_last: bool = False
+    seed: int
+    val_every: int
+    precision: str
+    channels_last: bool
 
     @classmethod
     def from_config(cls, cfg) -> "TrainConfig":
-        o, s = cfg.optim, cfg.schedule
-        source = cfg.get("_source_", "config")
-        if o.lr_scaling not in ("none", "linear"):
-            raise ConfigError(f"{source}: optim.lr_scaling {o.lr_scaling!r}: expected none or linear")
-        if int(s.epochs) < 1 or int(s.val_every) < 1 or int(o.batch_size) < 1:
-            raise ConfigError(f"{source}: schedule.epochs, schedule.val_every and optim.batch_size must be >= 1")
+        o, s, f = cfg.optim, cfg.schedule, cfg.features
         lr = float(o.lr) * (float(o.batch_size) / float(o.base_batch) if o.lr_scaling == "linear" else 1.0)
         return cls(epochs=int(s.epochs), milestones=[int(m) for m in s.milestones], gamma=float(s.gamma), lr=lr,
                    batch_size=int(o.batch_size), momentum=float(o.momentum), weight_decay=float(o.weight_decay),
                    norm_weight_decay=float(o.norm_weight_decay), nesterov=bool(o.nesterov), seed=int(cfg.seed),
-                   val_every=int(s.val_every), amp=bool(cfg.amp), channels_last=bool(cfg.channels_last))
+                   val_every=int(s.val_every), precision=str(f.precision), channels_last=bool(f.channels_last))
 
 
 @dataclass
-class DistInfo:
-    rank: int
-    world_size: int
-    device: torch.device
+class LinearRun:
+    """Everything one training of linear heads needs: what to train, on what, where its state lives.
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    ``extract(images) -> {layer: features}`` runs the frozen ``backbone`` (or returns cached features);
+    ``reference`` holds the backbone's pretrained tensors for the frozen check; ``fingerprint`` says which run a
+    checkpoint in ``out_dir`` belongs to (a different one is not resumed).
+    """
 
-
-def dist_info(device: str) -> DistInfo:
-    """Join the torchrun process group when ``WORLD_SIZE`` > 1 (gloo on CPU, NCCL on GPU)."""
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        from moco_bench.pretrain import distributed
-
-        env = distributed.setup("cuda" if str(device).startswith("cuda") else "cpu")
-        return DistInfo(env.rank, env.world_size, env.device)
-    return DistInfo(0, 1, torch.device(device))
+    extract: Callable
+    heads: Heads
+    backbone: nn.Module
+    reference: Mapping[str, torch.Tensor]
+    train_set: Dataset
+    val_set: Dataset
+    tc: TrainConfig
+    num_classes: int
+    out_dir: Path
+    env: DistEnv
+    workers: int
+    fingerprint: str
+    source: str
+    stage: Callable = lambda name: contextlib.nullcontext()
 
 
 def check_frozen(module: nn.Module, reference: Mapping[str, torch.Tensor], when: str) -> None:
@@ -130,41 +129,39 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _autocast(device: torch.device, tc: TrainConfig):
+    """The frozen backbone's forward in ``features.precision`` (autocast; fp32: off). The heads stay fp32."""
+    return torch.autocast(device.type, dtype=PRECISIONS[tc.precision], enabled=tc.precision != "fp32")
+
+
 @torch.no_grad()
-def evaluate(extract: Callable, heads: nn.Module, loader: DataLoader, di: DistInfo, tc: TrainConfig,
+def evaluate(extract: Callable, heads: nn.Module, loader: DataLoader, env: DistEnv, tc: TrainConfig,
              num_classes: int) -> Dict[str, Dict[str, float]]:
     """Top-1 / top-5 (%) per head over the whole loader (summed over ranks)."""
     heads.eval()
     counts: Optional[torch.Tensor] = None
     names: List[str] = []
     k = min(5, num_classes)
-    for x, y in tqdm(loader, desc="val", leave=False, disable=not di.is_main):
-        x, y = _to(x, di.device, tc.channels_last), y.to(di.device)
-        with torch.autocast(di.device.type, dtype=_amp_dtype(di.device), enabled=tc.amp):
+    for x, y in tqdm(loader, desc="val", leave=False, disable=not env.is_main):
+        x, y = _to(x, env.device, tc.channels_last), y.to(env.device)
+        with _autocast(env.device, tc):
             feats = extract(x)
         logits = heads({n: f.float() for n, f in feats.items()})
         names = list(logits)
         if counts is None:
-            counts = torch.zeros(len(names), 3, dtype=torch.float64, device=di.device)
+            counts = torch.zeros(len(names), 3, dtype=torch.float64, device=env.device)
         for i, name in enumerate(names):
             top = logits[name].topk(k, dim=1).indices
             hit = top.eq(y[:, None])
             counts[i, 0] += hit[:, 0].sum()
             counts[i, 1] += hit.any(dim=1).sum()
             counts[i, 2] += y.numel()
-    if di.world_size > 1:
+    if env.world_size > 1:
         dist.all_reduce(counts)
     return {n: {"top1": float(100 * c[0] / c[2]), "top5": float(100 * c[1] / c[2])} for n, c in zip(names, counts)}
-
-
-def _amp_dtype(device: torch.device) -> torch.dtype:
-    return torch.bfloat16 if device.type == "cpu" else torch.float16
-
-
-def _save(path: Path, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _write_log(path: Path, history: List[dict]) -> None:
@@ -203,109 +200,110 @@ def _resume(path: Path, fingerprint: str, heads: nn.Module, optimizer, scheduler
     return ckpt
 
 
-def _loaders(train_set: Dataset, val_set: Dataset, per_rank: int, di: DistInfo, workers: int, seed: int):
+def _loaders(run: LinearRun):
     """Train loader (shuffled by ``generator``, or a DistributedSampler) and this rank's share of val."""
-    generator = torch.Generator()
-    sampler = None
-    if di.world_size > 1:
-        sampler = DistributedSampler(train_set, num_replicas=di.world_size, rank=di.rank, shuffle=True, seed=seed)
-        val_set = Subset(val_set, range(di.rank, len(val_set), di.world_size))
-    pin = di.device.type == "cuda"
-    train = DataLoader(train_set, batch_size=per_rank, shuffle=sampler is None, sampler=sampler,
-                       num_workers=workers, generator=generator, pin_memory=pin)
-    val = DataLoader(val_set, batch_size=per_rank, shuffle=False, num_workers=workers, pin_memory=pin)
+    env, generator, sampler, val_set = run.env, torch.Generator(), None, run.val_set
+    if env.world_size > 1:
+        sampler = DistributedSampler(run.train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                     seed=run.tc.seed)
+        val_set = Subset(val_set, range(env.rank, len(val_set), env.world_size))
+    pin, per_rank = env.device.type == "cuda", run.tc.batch_size // env.world_size
+    train = DataLoader(run.train_set, batch_size=per_rank, shuffle=sampler is None, sampler=sampler,
+                       num_workers=run.workers, generator=generator, pin_memory=pin)
+    val = DataLoader(val_set, batch_size=per_rank, shuffle=False, num_workers=run.workers, pin_memory=pin)
     return train, val, sampler, generator
 
 
-def _train_epoch(extract, model, layers, loader, optimizer, tc: TrainConfig, di: DistInfo, epoch: int,
-                 source: str) -> Dict[str, float]:
+def _train_epoch(run: LinearRun, model, layers, loader, optimizer, epoch: int) -> Dict[str, float]:
     """One pass over ``loader``; returns the mean loss per head (over all ranks)."""
+    env, tc = run.env, run.tc
     lr = optimizer.param_groups[0]["lr"]
-    loss_sum = torch.zeros(len(layers) + 1, dtype=torch.float64, device=di.device)  # per head, then the count
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False, disable=not di.is_main)
+    loss_sum = torch.zeros(len(layers) + 1, dtype=torch.float64, device=env.device)  # per head, then the count
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False, disable=not env.is_main)
     for step, (x, y) in enumerate(bar, start=1):
-        x, y = _to(x, di.device, tc.channels_last), y.to(di.device, non_blocking=True)
-        with torch.no_grad(), torch.autocast(di.device.type, dtype=_amp_dtype(di.device), enabled=tc.amp):
-            feats = extract(x)
+        x, y = _to(x, env.device, tc.channels_last), y.to(env.device, non_blocking=True)
+        with torch.no_grad(), _autocast(env.device, tc):
+            feats = run.extract(x)
         logits = model({n: f.float() for n, f in feats.items()})
         losses = torch.stack([F.cross_entropy(logits[n], y) for n in layers])
         loss = losses.sum()
-        if not _all_finite(loss, di):
+        if not all_finite(loss):
             raise TrainingDiverged(
-                f"{source}: the loss became {loss.item()} at epoch {epoch + 1}/{tc.epochs}, step {step}/{len(loader)} "
-                f"(lr {lr:g}); lower optim.lr or check the backbone's weights")
+                f"{run.source}: the loss became {loss.item()} at epoch {epoch + 1}/{tc.epochs}, step "
+                f"{step}/{len(loader)} (lr {lr:g}); lower optim.lr or check the backbone's weights")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         loss_sum[:-1] += losses.detach().double() * y.numel()
         loss_sum[-1] += y.numel()
-    if di.world_size > 1:
+    if env.world_size > 1:
         dist.all_reduce(loss_sum)
     return {f"{n}_loss": float(loss_sum[i] / loss_sum[-1]) for i, n in enumerate(layers)}
 
 
-def train_heads(*, extract: Callable, heads: Heads, backbone: nn.Module, reference: Mapping[str, torch.Tensor],
-                train_set: Dataset, val_set: Dataset, tc: TrainConfig, num_classes: int, out_dir: Path,
-                di: DistInfo, workers: int, fingerprint: str, source: str,
-                stage: Callable = lambda name: contextlib.nullcontext()) -> dict:
-    """Train ``heads`` on ``extract(images)`` (a ``{layer: features}`` dict) and evaluate them each epoch.
+def _distributed(heads: Heads, env: DistEnv) -> nn.Module:
+    """The heads as trained: DDP over the ranks, with synchronized head BN on GPUs (mmselfsup's SyncBN; CPU
+    processes keep per-rank statistics, as torch's SyncBatchNorm refuses CPU tensors)."""
+    if env.world_size == 1:
+        return heads
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(heads) if env.device.type == "cuda" else heads
+    return nn.parallel.DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)
+
+
+def train_heads(run: LinearRun) -> dict:
+    """Train ``run.heads`` on ``run.extract(images)`` and evaluate them each epoch (or every ``val_every``).
 
     Returns ``{"summary": summarize(...), "history": [...], "resumed_from": epoch or None, "frozen_check": text}``.
     Raises :class:`TrainingDiverged` on a non-finite loss and :class:`BackboneChanged` when the backbone moved.
     """
-    out_dir = Path(out_dir)
-    if tc.batch_size % di.world_size:
-        raise ConfigError(f"{source}: optim.batch_size {tc.batch_size} is not divisible by {di.world_size} processes")
-    heads.to(di.device)
-    optimizer = _optimizer(heads, tc)
+    env, tc = run.env, run.tc
+    if tc.batch_size % env.world_size:
+        raise ConfigError(f"{run.source}: optim.batch_size {tc.batch_size} is not divisible by {env.world_size} "
+                          "processes")
+    run.heads.to(env.device)
+    optimizer = _optimizer(run.heads, tc)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=tc.milestones, gamma=tc.gamma)
-    ckpt = _resume(out_dir / CHECKPOINT, fingerprint, heads, optimizer, scheduler)
+    ckpt = _resume(run.out_dir / CHECKPOINT, run.fingerprint, run.heads, optimizer, scheduler)
     history: List[dict] = list(ckpt["history"]) if ckpt else []
     start = int(ckpt["epoch"]) if ckpt else 0
-    frozen_check = ckpt["frozen_check"] if ckpt else "not run"
-    model = heads
-    if di.world_size > 1:
-        if di.device.type == "cuda":  # synchronized head BN, as mmselfsup's SyncBN; CPU keeps per-rank statistics
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(heads)
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[di.device] if di.device.type == "cuda" else None)
-    train_loader, val_loader, sampler, generator = _loaders(train_set, val_set, tc.batch_size // di.world_size, di,
-                                                            workers, tc.seed)
-    layers = list(heads.heads)
+    state = {"frozen_check": ckpt["frozen_check"] if ckpt else "not run"}
+    model, layers = _distributed(run.heads, env), list(run.heads.heads)
+    train_loader, val_loader, sampler, generator = _loaders(run)
     for epoch in range(start, tc.epochs):
         torch.manual_seed(_epoch_seed(tc.seed, epoch))  # augmentation in the main process
         generator.manual_seed(_epoch_seed(tc.seed, epoch))  # shuffling and the workers' seeds
         if sampler is not None:
             sampler.set_epoch(epoch)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-        backbone.eval()
+        run.backbone.eval()
         model.train()
-        with stage("train"):
-            row.update(_train_epoch(extract, model, layers, train_loader, optimizer, tc, di, epoch, source))
+        with run.stage("train"):
+            row.update(_train_epoch(run, model, layers, train_loader, optimizer, epoch))
         scheduler.step()
         if epoch == start:  # moco: sanity_check() after the first epoch
-            check_frozen(backbone, reference, f"{source}, after epoch {epoch + 1}")
-            frozen_check = f"passed after epoch {epoch + 1}"
+            check_frozen(run.backbone, run.reference, f"{run.source}, after epoch {epoch + 1}")
+            state["frozen_check"] = f"passed after epoch {epoch + 1}"
         if (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs:
-            with stage("val"):
-                acc = evaluate(extract, heads, val_loader, di, tc, num_classes)
+            with run.stage("val"):
+                acc = evaluate(run.extract, run.heads, val_loader, env, tc, run.num_classes)
             for n in layers:
                 row[f"{n}_top1"], row[f"{n}_top5"] = acc[n]["top1"], acc[n]["top5"]
         history.append(row)
-        if di.is_main:
-            _save(out_dir / CHECKPOINT, {
-                "epoch": epoch + 1, "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "history": history, "fingerprint": fingerprint,
-                "frozen_check": frozen_check})
-            _write_log(out_dir / "log.csv", history)
-            log.info("epoch %d/%d %s", epoch + 1, tc.epochs,
-                     " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
-    check_frozen(backbone, reference, f"{source}, at the end of training")
+        _checkpoint(run, epoch, optimizer, scheduler, history, state["frozen_check"], row)
+    check_frozen(run.backbone, run.reference, f"{run.source}, at the end of training")
     return {"summary": summarize(history, layers), "history": history,
-            "resumed_from": start if ckpt else None, "frozen_check": frozen_check}
+            "resumed_from": start if ckpt else None, "frozen_check": state["frozen_check"]}
 
 
-def _all_finite(loss: torch.Tensor, di: DistInfo) -> bool:
-    ok = torch.isfinite(loss.detach()).to(torch.int32)
-    if di.world_size > 1:
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-    return bool(ok)
+def _checkpoint(run: LinearRun, epoch: int, optimizer, scheduler, history: List[dict], frozen_check: str,
+                row: dict) -> None:
+    """Rank 0 writes the resumable state (atomically), the CSV log and one log line per epoch."""
+    if not run.env.is_main:
+        return
+    atomic_torch_save(run.out_dir / CHECKPOINT, {
+        "epoch": epoch + 1, "heads": run.heads.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "history": history, "fingerprint": run.fingerprint,
+        "frozen_check": frozen_check})
+    _write_log(run.out_dir / "log.csv", history)
+    log.info("epoch %d/%d %s", epoch + 1, run.tc.epochs,
+             " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))

@@ -6,7 +6,8 @@ norm), and the detector is fine-tuned end to end and evaluated on VOC07 test (VO
 AP75) or COCO val (box, mask, keypoint AP). VOC results are the mean of 5 trials, as published.
 
 One evaluation config names a detectron2 config (``evaluate/detectron2/*.yaml``, written from the protocol),
-extra detectron2 options (``d2_overrides``), the datasets, the number of trials and of GPUs. Each trial is a
+extra detectron2 options (``d2_overrides``, a detectron2 config tree), the datasets, the number of trials and
+the GPUs it asks for (``resources.gpus``). Each trial is a
 detectron2 ``DefaultTrainer`` run under ``detectron2.engine.launch`` (one process per GPU; on CPU one
 process) in ``<out>/trial<k>``, which keeps its log, metrics and detectron2 config. Post-conditions: every
 pretrained backbone tensor is found, unchanged, in the model before training (else CheckpointError); a
@@ -29,12 +30,13 @@ from typing import Dict, List
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from moco_bench.config import resolved
 from moco_bench.convert import write_detectron2
-from moco_bench.errors import ConfigError, MissingDependency, TrainingDiverged
+from moco_bench.core.atomic import atomic_write_text
+from moco_bench.core.config import resolved
+from moco_bench.core.errors import ConfigError, MissingDependency, TrainingDiverged
+from moco_bench.core.paths import project_file
+from moco_bench.core.schema import flatten
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
-from moco_bench.paths import project_file
-from moco_bench.results.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = ("detectron2 is not installed; install it with `.venv/bin/python scripts/install_detectron2.py` "
@@ -72,12 +74,18 @@ def merge_d2_file(d2, path: Path, source: str) -> None:
                           f"objects are refused; nothing was run): {str(e).splitlines()[0]}") from None
 
 
-def _d2_opts(items) -> List:
-    """``d2_overrides`` as detectron2's ``merge_from_list`` takes them: ``[KEY, value, KEY, value, ...]``."""
-    items = OmegaConf.to_container(items) if items is not None else []
-    if len(items) % 2:
-        raise ConfigError(f"d2_overrides must alternate detectron2 keys and values; got an odd length: {items}")
-    return [tuple(v) if isinstance(v, list) else v for v in items]
+def d2_opts(overrides) -> List:
+    """``d2_overrides`` (a detectron2 config tree) as ``merge_from_list`` takes it: ``[KEY, value, KEY, value]``
+    with dotted keys; lists become tuples, as detectron2's YAML loader gives them."""
+    tree = OmegaConf.to_container(overrides, resolve=True) if OmegaConf.is_config(overrides) else overrides or {}
+    flat: List = []
+    for key, value in flatten(tree).items():
+        flat += [key, _tuples(value)]
+    return flat
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, device: str, world_size: int):
@@ -85,7 +93,8 @@ def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, dev
     run decides (datasets, class and keypoint counts, weights, output, device), with SyncBN made usable."""
     from detectron2.config import get_cfg
 
-    from moco_bench.evaluators import d2_datasets, d2_model
+    from moco_bench.evaluators.detection import datasets as d2_datasets
+    from moco_bench.evaluators.detection import model as d2_model
 
     path = project_file(str(cfg.d2_config))
     if not path.is_file():
@@ -94,7 +103,7 @@ def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, dev
     merge_d2_file(d2, path, _source(cfg))
     d2.merge_from_list(d2_model.resnet_options(backbone.arch))
     try:
-        d2.merge_from_list(_d2_opts(cfg.get("d2_overrides")))
+        d2.merge_from_list(d2_opts(cfg.d2_overrides))
     except (KeyError, ValueError, AssertionError) as e:
         raise ConfigError(f"{_source(cfg)}: bad d2_overrides: {e}") from None
     ds = cfg.datasets
@@ -152,8 +161,9 @@ def _trial_worker(job: dict) -> None:
     from detectron2.utils.env import seed_all_rng
 
     from moco_bench.convert import read_detectron2_pkl
-    from moco_bench.evaluators import d2_datasets, d2_model
-    from moco_bench.evaluators.d2_train import Trainer
+    from moco_bench.evaluators.detection import datasets as d2_datasets
+    from moco_bench.evaluators.detection import model as d2_model
+    from moco_bench.evaluators.detection.trainer import Trainer
 
     out = Path(job["out_dir"])
     d2_datasets.register_sources(job["sources"], job["classes"])
@@ -243,7 +253,7 @@ def _metrics_of(results: dict) -> tuple[Dict[str, float], dict, dict]:
 def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Fine-tune and evaluate ``cfg.trials`` times; metrics are trial means (``<metric>_std``: population std)."""
     require_detectron2()
-    from moco_bench.evaluators import d2_datasets
+    from moco_bench.evaluators.detection import datasets as d2_datasets
 
     ds = cfg.datasets
     names = [str(n) for n in list(ds.train) + list(ds.test)]
@@ -260,9 +270,10 @@ def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutp
     if ctx.device != "cpu":
         import torch
 
-        world_size = int(cfg.num_gpus)
+        world_size = int(cfg.resources.gpus)
         if world_size > torch.cuda.device_count():
-            raise ConfigError(f"{_source(cfg)}: num_gpus {world_size} but {torch.cuda.device_count()} CUDA devices")
+            raise ConfigError(f"{_source(cfg)}: resources.gpus {world_size} but {torch.cuda.device_count()} CUDA "
+                              "devices are visible")
     trials, seed = int(cfg.trials), int(cfg.seed)
     if trials < 1:
         raise ConfigError(f"{_source(cfg)}: trials must be >= 1 (got {trials})")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from moco_bench.errors import ConfigError
+from moco_bench.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -31,16 +31,19 @@ class DistEnv:
 def setup(device: str = "auto") -> DistEnv:
     """Join the process group described by the environment (NCCL on GPU, gloo on CPU) and pick the device.
 
-    ``device``: ``auto`` (``cuda:<LOCAL_RANK>`` when CUDA is available, else ``cpu``), ``cpu`` or ``cuda``.
+    ``device``: ``auto`` (``cuda:<LOCAL_RANK>`` when CUDA is available, else ``cpu``), ``cpu``, ``cuda`` or
+    ``cuda:N`` (one process: that GPU; several: each process its ``LOCAL_RANK``).
     """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device {device!r}: expected auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
+    kind, _, index = str(device).partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (index and not index.isdigit()):
+        raise ConfigError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda was asked for, but CUDA is not available here")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    use_cuda = kind == "cuda" or (kind == "auto" and torch.cuda.is_available())
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
-    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    gpu = local_rank if world_size > 1 or not index else int(index)
+    dev = torch.device("cuda", gpu) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
     owns_group = world_size > 1 and not dist.is_initialized()
@@ -52,6 +55,13 @@ def setup(device: str = "auto") -> DistEnv:
 def teardown(env: DistEnv) -> None:
     if env.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def process_rank() -> int:
+    """This process's rank: the process group's when joined, else torchrun's ``RANK`` (0 when alone)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", 0))
 
 
 def world_size() -> int:

@@ -14,7 +14,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from moco_bench.errors import DataError
+from moco_bench.core.errors import DataError
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:

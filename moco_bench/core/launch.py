@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 import submitit
 from submitit.helpers import Checkpointable, TorchDistributedEnvironment
 
-from moco_bench.errors import ConfigError
+from moco_bench.core.errors import ConfigError
 
 # Values written into a job script (sbatch lines) may only use these characters: a newline or a shell
 # metacharacter in a job name, partition or folder would become a line of the script. Bad values are

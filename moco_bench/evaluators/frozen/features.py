@@ -23,16 +23,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
-from torchvision import transforms as T
 from tqdm import tqdm
 
-from moco_bench.errors import ConfigError, DataError
+from moco_bench.core.atomic import atomic_write_text
+from moco_bench.core.errors import ConfigError, DataError
+from moco_bench.data.readers import open_split
+from moco_bench.data.transforms import eval_size, eval_transform
 from moco_bench.models.taps import FeatureTaps
-from moco_bench.results.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -55,60 +56,12 @@ class FeatureSplit:
     cache: Dict[str, str] = field(default_factory=dict)
 
 
-def build_transform(spec: Mapping) -> T.Compose:
-    """Shorter edge to ``resize``, then an optional ``crop`` (center) and/or ``square`` resize to
-    ``square x square``, then tensor + normalization. The VOC07 SVM anchors use resize + square; the kNN and
-    linear protocols resize + crop."""
-    unknown = set(spec) - {"resize", "crop", "square", "mean", "std"}
-    if unknown:
-        raise ConfigError(f"transform: unknown key(s) {sorted(unknown)}; known: resize, crop, square, mean, std")
-    if not spec.get("crop") and not spec.get("square"):
-        raise ConfigError("transform: give crop or square, so that every image has the same size")
-    ops: list = [T.Resize(int(spec["resize"]))]
-    if spec.get("crop"):
-        ops.append(T.CenterCrop(int(spec["crop"])))
-    if spec.get("square"):
-        ops.append(T.Resize((int(spec["square"]), int(spec["square"]))))
-    ops += [T.ToTensor(), T.Normalize(list(spec["mean"]), list(spec["std"]))]
-    return T.Compose(ops)
-
-
-def input_size(spec: Mapping) -> int:
-    return int(spec.get("square") or spec["crop"])
-
-
-def open_dataset(data: Mapping, split: str, transform=None):
-    """The reader named by ``data.reader`` (``voc`` or ``imagefolder``) for ``split``."""
-    reader, root = data.get("reader"), Path(str(data["root"]))
-    if reader == "voc":
-        from moco_bench.data.voc import VOCClassification
-
-        return VOCClassification(root, split, list(data["classes"]), transform)
-    if reader == "imagefolder":
-        from moco_bench.data.imagefolder import ImageFolder
-
-        return ImageFolder(root / split, transform)
-    raise ConfigError(f"data.reader {reader!r}: expected 'voc' or 'imagefolder'")
-
-
-def dataset_items(dataset) -> tuple[np.ndarray, List[str], List[str]]:
-    """(labels, classes, image paths) of a VOCClassification or ImageFolder, without reading any image."""
-    if hasattr(dataset, "samples"):
-        return (np.asarray(dataset.targets, dtype=np.int64), list(dataset.classes),
-                [str(p) for p, _ in dataset.samples])
-    return np.asarray(dataset.targets, dtype=np.float32), list(dataset.classes), [str(p) for p in dataset.images]
-
-
-def backbone_fingerprint(backbone) -> str:
-    """The checkpoint's sha256; for a random baseline (no file) a hash of the weights themselves."""
-    if getattr(backbone, "sha256", None):
-        return backbone.sha256
-    h = hashlib.sha256(backbone.arch.encode())
-    for key in sorted(backbone.state_dict):
-        t = backbone.state_dict[key].detach().cpu().contiguous()
-        h.update(key.encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return "weights:" + h.hexdigest()
+def split_items(dataset) -> tuple[np.ndarray, List[str], List[str]]:
+    """(labels, classes, image paths) of a reader's dataset (moco_bench.data.readers), without reading images:
+    int64 class indices, or float32 1/-1/0 per class for multi-label VOC."""
+    targets = np.asarray(dataset.targets)
+    dtype = np.float32 if targets.ndim == 2 else np.int64
+    return targets.astype(dtype), list(dataset.classes), [str(p) for p in dataset.images]
 
 
 def _digest(obj: Any, n: int = 20) -> str:
@@ -243,9 +196,10 @@ def extract(taps: FeatureTaps, dataset, outputs: Mapping[str, Path], *, images: 
 
 
 def load_split(backbone, cfg: DictConfig, cache_dir: Path, split: str, *, device: str = "cpu", workers: int = 2,
-               layers: Sequence[str] | None = None) -> FeatureSplit:
+               layers: Sequence[str] | None = None, min_images: int = 1) -> FeatureSplit:
     """Features of ``cfg.data`` / ``split`` for ``layers`` (default ``cfg.features.layers``), from the cache or
-    from one backbone pass that computes every missing layer together."""
+    from one backbone pass that computes every missing layer together. A split with fewer than ``min_images``
+    images (kNN: the largest k) is an error before any extraction."""
     fcfg = cfg.features
     layers = list(layers or fcfg.layers)
     pooling = {name: OmegaConf.to_container(fcfg.pooling[name], resolve=True) if name in fcfg.pooling else None
@@ -255,16 +209,20 @@ def load_split(backbone, cfg: DictConfig, cache_dir: Path, split: str, *, device
         raise ConfigError(f"{cfg.get('_source_', 'config')}: no features.pooling entry for {missing_spec}")
     tspec = OmegaConf.to_container(cfg.transform, resolve=True)
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    dataset = open_dataset(data, split, build_transform(tspec))
-    labels, classes, images = dataset_items(dataset)
+    dataset = open_split(data, split, eval_transform(tspec["test"], tspec["mean"], tspec["std"]),
+                         source=str(cfg.get("_source_", "config")))
+    labels, classes, images = split_items(dataset)
+    if len(images) < min_images:
+        raise ConfigError(f"{cfg.get('_source_', 'config')}: {data['root']} split {split} has {len(images)} images; "
+                          f"the protocol needs at least {min_images} (kNN: k larger than the training set)")
     root = Path(str(data["root"])).resolve()
     rel = [os.path.relpath(p, root) for p in images]
     key = {
         "version": CACHE_VERSION,
-        "checkpoint": backbone_fingerprint(backbone),
+        "checkpoint": backbone.sha256,
         "dataset": {"reader": data["reader"], "root": str(root), "split": split, "classes": classes,
                     "images": _digest(rel, 64), "n": len(images)},
-        "transform": tspec,
+        "transform": {"test": tspec["test"], "mean": tspec["mean"], "std": tspec["std"]},
         "precision": fcfg.get("precision", "fp32"),
         "channels_last": bool(fcfg.get("channels_last", False)),
     }
@@ -283,7 +241,7 @@ def load_split(backbone, cfg: DictConfig, cache_dir: Path, split: str, *, device
                 if status[name] != "miss":
                     log.warning("%s: %s", entry.dir, status[name])
             taps = FeatureTaps(backbone.build_model(), todo, {n: pooling[n] for n in todo})
-            taps.dims(input_size(tspec))  # a pooling spec that does not fit fails here, before the pass
+            taps.dims(eval_size(tspec["test"]))  # a pooling spec that does not fit fails here, before the pass
             outputs = {name: entry.dir / entry.file_name(name, pooling[name]) for name in todo}
             extract(taps, dataset, outputs, images=images, batch_size=int(fcfg.batch_size), workers=workers,
                     device=device, precision=key["precision"], channels_last=key["channels_last"],

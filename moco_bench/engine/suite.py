@@ -24,10 +24,11 @@ from typing import List, Optional
 
 from omegaconf import DictConfig, ListConfig
 
-from moco_bench.config import load_config
-from moco_bench.errors import ConfigError
-from moco_bench.evaluators.runner import check_config, checkpoint_id, run_evaluation
-from moco_bench.paths import project_file
+from moco_bench.core.config import load_config
+from moco_bench.core.errors import ConfigError
+from moco_bench.core.paths import project_file
+from moco_bench.engine.runner import check_config, checkpoint_id, run_evaluation
+from moco_bench.evaluators.schema import load_evaluation
 from moco_bench.results.store import is_finished, read_result
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def load_suite(path: Path | str, extra_overrides: Optional[List[str]] = None) ->
         overrides = [str(o) for o in (listed or [])] + list(extra_overrides or [])
         config_path = project_file(str(item.config))
         try:
-            cfg = load_config(config_path, overrides)
+            cfg = load_evaluation(config_path, overrides)
             check_config(cfg)
         except ConfigError as e:
             raise ConfigError(f"{path}: evaluations[{i}]: {e}") from None
@@ -89,7 +90,7 @@ def _run_one(checkpoint: str, config_path: str, overrides: List[str], out_root: 
     """One evaluation in its own process (a SLURM job): convert, evaluate, write the record."""
     from moco_bench.convert import load_backbone
 
-    cfg = load_config(config_path, overrides)
+    cfg = load_evaluation(config_path, overrides)
     return run_evaluation(load_backbone(checkpoint), cfg, out_root=out_root, force=force, device=device,
                           workers=workers)
 
@@ -130,7 +131,7 @@ def eval_all(checkpoint: str, suite: Suite, out_root: Path | str = "results/runs
 def _submit(checkpoint, entries, out_root, force, device, workers, slurm: dict) -> List[dict]:
     import submitit
 
-    from moco_bench.launch.slurm import job_script_value
+    from moco_bench.core.launch import job_script_value
 
     folder = job_script_value("job folder", Path(slurm.pop("folder", Path(out_root) / "slurm_logs")).absolute(),
                               path=True)

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from moco_bench.errors import ConfigError
+from moco_bench.core.errors import ConfigError
 
 BLOCK = "comparability"
 _NAME = re.compile(r"[a-z0-9_]+")
@@ -28,28 +28,25 @@ _IGNORED = ("_source_", BLOCK)
 ABSENT = "(absent)"
 
 
-def flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
-    """``{"a.b.c": leaf}`` of nested mappings; lists are leaves (a changed list is one difference)."""
-    if isinstance(tree, Mapping):
-        out: Dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out if out or not prefix else {prefix[:-1]: {}}
-    return {prefix[:-1]: tree}
+def _diff(shipped: Any, run: Any, prefix: str, out: Dict[str, Dict[str, Any]]) -> None:
+    """``out[key] = {protocol, run}`` for every difference, at the shallowest key where the two part (a block
+    replaced by null is one difference, not one per key inside it)."""
+    if isinstance(shipped, dict) and isinstance(run, dict):
+        for key in sorted(set(shipped) | set(run), key=str):
+            _diff(shipped.get(key, ABSENT), run.get(key, ABSENT), f"{prefix}{key}.", out)
+    elif shipped != run:
+        out[prefix[:-1]] = {"protocol": shipped, "run": run}
 
 
-def _raw(cfg: DictConfig) -> Dict[str, Any]:
-    return flatten(OmegaConf.to_container(cfg, resolve=False))
-
-
-def _free(key: str, patterns: Mapping[str, str]) -> bool:
+def is_free(key: str, patterns: Mapping[str, str]) -> bool:
+    """Whether ``key`` is one of the free ``patterns``, lies under one, or matches one as a glob."""
     return any(key == p or key.startswith(p + ".") or fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
 def protocol_config(cfg: DictConfig) -> DictConfig:
     """The shipped protocol file ``cfg.comparability.protocol`` names, loaded as shipped."""
-    from moco_bench.config import load_config
-    from moco_bench.paths import project_root
+    from moco_bench.core.paths import project_root
+    from moco_bench.evaluators.schema import load_evaluation
 
     source = cfg.get("_source_", "config")
     block = cfg.get(BLOCK)
@@ -63,7 +60,7 @@ def protocol_config(cfg: DictConfig) -> DictConfig:
     path = project_root() / "evaluate" / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"{source}: {BLOCK}.protocol {name!r}: no shipped protocol file {path}")
-    protocol = load_config(path)
+    protocol = load_evaluation(path)
     own = protocol.get(BLOCK)
     if own is None or str(own.get("protocol")) != name:
         raise ConfigError(f"{path}: a shipped protocol file names itself in {BLOCK}.protocol ({name!r})")
@@ -83,17 +80,16 @@ def assess(cfg: DictConfig) -> Dict[str, Any]:
     block = protocol[BLOCK]
     free = dict(block.get("free_keys") or {})
     requires = dict(block.get("requires") or {})
-    shipped, run = _raw(protocol), _raw(cfg)
+    changes: Dict[str, Dict[str, Any]] = {}
+    _diff(OmegaConf.to_container(protocol, resolve=False), OmegaConf.to_container(cfg, resolve=False), "", changes)
     differences, free_changes = {}, {}
-    for key in sorted(set(shipped) | set(run)):
+    for key, change in changes.items():
         if key.split(".")[0] in _IGNORED or key in requires:
             continue
-        a, b = shipped.get(key, ABSENT), run.get(key, ABSENT)
-        if a != b:
-            (free_changes if _free(key, free) else differences)[key] = {"protocol": a, "run": b}
+        (free_changes if is_free(key, free) else differences)[key] = change
     unmet = {}
     for key, spec in requires.items():
-        value = run.get(key, ABSENT)
+        value = OmegaConf.select(cfg, key, default=ABSENT)
         if value != spec["value"]:
             unmet[key] = {"required": spec["value"], "run": value, "reason": str(spec["reason"])}
     return {"protocol": str(block.protocol), "published_protocol": block.get("published"),

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from moco_bench.errors import ConfigError, DataError
+from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
-from moco_bench.evaluators.features import check_finite, load_split, read_rows
+from moco_bench.evaluators.frozen.features import check_finite, load_split, read_rows
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -138,7 +138,7 @@ def knn(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     layer = cfg.features.layers[0]
     with ctx.stage("features"):
         train = load_split(backbone, cfg, ctx.cache_dir, cfg.data.train_split, device=ctx.device,
-                           workers=ctx.workers, layers=[layer])
+                           workers=ctx.workers, layers=[layer], min_images=max(int(k) for k in cfg.knn.k))
         val = load_split(backbone, cfg, ctx.cache_dir, cfg.data.test_split, device=ctx.device, workers=ctx.workers,
                          layers=[layer])
     if train.classes != val.classes:
@@ -152,7 +152,8 @@ def knn(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     metrics = {}
     for k, (top1, top5) in res.items():
         metrics[f"top1@k{k}"], metrics[f"top5@k{k}"] = top1, top5
-    info = {"dataset": str(cfg.data.root), "split": f"{cfg.data.train_split}->{cfg.data.test_split}",
+    info = {"dataset": str(cfg.data.name), "dataset_root": str(cfg.data.root),
+            "split": f"{cfg.data.train_split}->{cfg.data.test_split}",
             "layer": layer, "precision": str(cfg.features.precision), "temperature": float(cfg.knn.temperature),
             "feature_cache": {"train": train.cache, "val": val.cache},
             "index": "faiss GpuIndexFlatIP" if _gpu_ok(ctx.device) else "faiss knn, streamed train chunks"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Iterator, TypeVar
 
-from moco_bench.errors import MocoBenchError
+from moco_bench.core.errors import MocoBenchError
 
 F = TypeVar("F", bound=Callable)
 

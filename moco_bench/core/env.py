@@ -64,7 +64,7 @@ def resolve_device(requested: str = "auto") -> str:
     checked (asking for CUDA where there is none is an error, not a silent CPU run)."""
     import torch
 
-    from moco_bench.errors import ConfigError
+    from moco_bench.core.errors import ConfigError
 
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,7 +1,7 @@
 """detectron2 model pieces of the detection transfer: MoCo's C4 ROI head, the backbone shape read from the
 checkpoint, the norm a run can actually use, and the check that every pretrained weight reached the model.
 
-Importing this module imports detectron2; :mod:`moco_bench.evaluators.detection` imports it only after
+Importing this module imports detectron2; :mod:`moco_bench.evaluators.detection.detection` imports it only after
 checking that detectron2 is installed.
 """
 
@@ -16,7 +16,7 @@ from detectron2.layers import get_norm
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 
 from moco_bench.convert.arch import build_resnet
-from moco_bench.errors import CheckpointError
+from moco_bench.core.errors import CheckpointError
 
 EXTRA_NORM_HEAD = "Res5ROIHeadsExtraNorm"
 

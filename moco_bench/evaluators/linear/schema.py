@@ -1,0 +1,76 @@
+"""Schemas of the linear protocols: main_lincls, the multi-layer heads (mmselfsup, vissl), the fast variant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+from moco_bench.core.schema import MISSING, field
+from moco_bench.evaluators.schema import Data, Evaluation, Features, Transform, register_schema
+
+
+@dataclass
+class Lighting:
+    alphastd: float = field(min=0)
+    eigval: List[float] = MISSING
+    eigvec: List[List[float]] = MISSING
+
+
+@dataclass
+class TrainTransform:
+    kind: str = field(choices=("random_resized_crop", "resize_random_crop"))
+    crop: int = field(min=1)
+    scale: Optional[List[float]] = field(None, min=0, max=1, each=True)  # random_resized_crop
+    resize: Optional[int] = field(None, min=1)  # resize_random_crop
+    jitter: Optional[List[float]] = field(None, min=0, each=True)
+    lighting: Optional[Lighting] = None
+
+
+@dataclass
+class LinearTransform(Transform):
+    train: TrainTransform = MISSING
+
+
+@dataclass
+class Head:
+    norm: bool = MISSING  # BatchNorm over the channels of the pooled map before the Linear (multi-head)
+    norm_affine: bool = MISSING
+    norm_momentum: float = field(min=0, max=1)
+    norm_eps: float = field(min=0)
+    init_std: float = field(min=0)
+
+
+@dataclass
+class Optim:
+    lr: float = field(min=0)
+    lr_scaling: str = field(choices=("none", "linear"))
+    base_batch: int = field(min=1)
+    batch_size: int = field(min=1)  # global, over all processes
+    momentum: float = field(min=0, max=1)
+    weight_decay: float = field(min=0)
+    norm_weight_decay: float = field(min=0)
+    nesterov: bool = MISSING
+
+
+@dataclass
+class Schedule:
+    epochs: int = field(min=1)
+    milestones: List[int] = field(min=1, each=True)
+    gamma: float = field(min=0, max=1)
+    val_every: int = field(min=1)
+
+
+@dataclass
+class LinearEvaluation(Evaluation):
+    arch: str = MISSING  # the architecture the pooling is set up for; a checkpoint of another is refused
+    seed: int = MISSING
+    data: Data = MISSING
+    transform: LinearTransform = MISSING
+    features: Features = MISSING
+    head: Head = MISSING
+    optim: Optim = MISSING
+    schedule: Schedule = MISSING
+
+
+for _name in ("linear", "mhead_linear", "mhead_linear_fast"):
+    register_schema(_name, LinearEvaluation, "moco_bench.evaluators.linear.linear")
