@@ -17,7 +17,7 @@ import torch
 import torchvision
 from checkpoint_builders import backbone_state, trained_like
 
-from moco_bench.convert import detectron2_key, load_backbone
+from moco_bench.convert import detectron2_key, load_backbone, read_detectron2_pkl
 from moco_bench.convert.inert_pickle import SAFE_STDLIB_OPCODES, InertUnpickler, Placeholder, inert_loads
 from moco_bench.errors import CheckpointError
 
@@ -231,3 +231,44 @@ def test_plain_pickles_of_tensors_and_numpy_convert(r18, tmp_path):
         for key, tensor in backbone_state(r18).items():
             assert torch.equal(converted.state_dict[key], tensor) and converted.state_dict[key].dtype == tensor.dtype
     assert np.array_equal(pickle.loads(arrays.read_bytes())["conv1.weight"], r18.conv1.weight.detach().numpy())
+
+
+class _Reduce:
+    """Pickles as ``fn(*args)`` followed by BUILD with ``state``."""
+
+    def __init__(self, fn, args, state):
+        self.fn, self.args, self.state = fn, args, state
+
+    def __reduce__(self):
+        return self.fn, self.args, self.state
+
+
+def test_numpy_state_cannot_forge_object_arrays_or_change_numpy(r18, tmp_path):
+    """numpy's dtype __setstate__ accepts an object field in a void dtype without flagging it, so raw bytes would
+    become object pointers (a crash at best); and BUILD on numpy's shared float64 dtype would change it for the
+    whole process. Neither happens: such dtypes are not rebuilt, and every dtype is a private copy."""
+    object_field = {"a": (np.dtype("O"), 0)}
+    void_with_object = _Reduce(np.dtype, ("V8", False, True), (3, "|", None, ("a",), object_field, 8, 1, 0))
+    forged = _Reduce(np.ndarray.__reduce__(np.zeros(1))[0], (np.ndarray, (0,), b"b"),
+                     (1, (1,), void_with_object, False, b"\x41" * 8))
+    big_endian = _Reduce(np.dtype, ("f8", False, False), (3, ">", None, None, None, -1, -1, 0))
+    weights = {detectron2_key(k): v.numpy() for k, v in backbone_state(r18).items()}
+    path = tmp_path / "forged.pkl"
+    path.write_bytes(pickle.dumps({"model": {**weights, "stem.conv1.weight": forged}, "dtype": big_endian}, protocol=2))
+
+    with pytest.raises(CheckpointError, match="stem.conv1.weight .* are numpy.ndarray objects .*only numeric numpy"):
+        load_backbone(path)
+    with pytest.raises(CheckpointError, match="refused to load: the pickle asks for GLOBAL numpy.dtype, numpy.ndarray"):
+        read_detectron2_pkl(path)
+    assert np.dtype("f8").byteorder == "=" and np.dtype("f8").isnative
+
+
+def test_detectron2_reader_refuses_code_naming_every_global(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"model": {"stem.conv1.weight": np.zeros(1)}, "a": _payload("os.system", marker),
+                                   "b": _payload("builtins.eval", marker)}, protocol=4))
+    with pytest.raises(CheckpointError, match="refused to load: the pickle asks for GLOBAL builtins.eval, "
+                                              f"{PAYLOAD_NAMES['os.system']}"):
+        read_detectron2_pkl(path)
+    assert not marker.exists()

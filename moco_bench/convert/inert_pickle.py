@@ -192,8 +192,23 @@ class InertUnpickler(pickle._Unpickler):
         inst = self.stack[-1]
         if isinstance(inst, Placeholder):
             inst.state = state
-        elif not rebuild.build(inst, state):
+            return
+        try:
+            built = rebuild.build(inst, state)
+        except rebuild.RebuildError as e:  # not plain data (a string or structured array): a placeholder
+            name = f"{type(inst).__module__}.{type(inst).__qualname__}"
+            self.placeholders.add(name)
+            self._replace(inst, Placeholder(name, reason=str(e)))
+            return
+        if not built:
             raise pickle.UnpicklingError(f"cannot set the state of a {type(inst).__name__}")
+
+    def _replace(self, old: Any, new: Placeholder) -> None:
+        """Put ``new`` wherever the stack and the memo hold ``old`` (an object BUILD could not complete)."""
+        self.stack[-1] = new
+        for index, value in list(self.memo.items()):
+            if value is old:
+                self.memo[index] = new
 
     def _fill(self, kind: type, items: list, add: Callable[[Any, list], None]) -> None:
         target = self.stack[-1]

@@ -3,8 +3,8 @@
 The kind is read from the file's first bytes, not its name: safetensors (a JSON header), a torch zip
 archive, a legacy torch stream, or a plain pickle (detectron2's ``.pkl``). torch files go through
 ``torch.load(weights_only=True)`` first; when it refuses a global, the inert unpickler reads the same file
-and every object it cannot rebuild becomes a placeholder. Plain pickles go through the strict numpy-only
-reader first, with the same fallback. A file that names a code-execution global is refused either way.
+and every object it cannot rebuild becomes a placeholder. Plain pickles go to the inert unpickler directly
+(torch.load has no plain-pickle mode). A file that names a code-execution global is refused either way.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 from moco_bench.convert import torch_files
 from moco_bench.convert.inert_pickle import InertUnpickler
-from moco_bench.convert.safe_pickle import TORCH_SAFE_GLOBALS, last_line, refused_global, restricted_load
+from moco_bench.convert.safe_pickle import TORCH_SAFE_GLOBALS, last_line, refused_global
 from moco_bench.errors import CheckpointError
 
 WEIGHTS_ONLY = "torch.load(weights_only=True)"
@@ -100,23 +100,13 @@ def _read_torch(path: Path, inert_reader: Callable[[Path], tuple[Any, InertUnpic
 
 def _read_plain_pickle(path: Path) -> LoadedFile:
     try:
-        return LoadedFile(_numpy_to_torch(restricted_load(path)), "restricted pickle reader (numpy arrays)")
-    except pickle.UnpicklingError as e:
-        why = refused_global(str(e))
-        if why is None:
-            raise CheckpointError(f"{path}: not a PyTorch checkpoint, safetensors file or pickle "
-                                  f"({last_line(e)})") from None
-    except (EOFError, ValueError, TypeError, IndexError, MemoryError, OSError, KeyError, AttributeError) as e:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint, safetensors file or pickle, or damaged "
-                              f"({type(e).__name__}: {last_line(e)})") from None
-    try:
         with open(path, "rb") as f:
             unpickler = InertUnpickler(f)
             obj = unpickler.load()
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: cannot read the pickle: the strict reader refused {why} and reading it "
-                              f"without running anything failed ({last_line(e)})") from None
-    return _inert_result(path, _numpy_to_torch(obj), unpickler, f"inert unpickler (the strict reader refused {why})")
+    except (pickle.UnpicklingError, OSError) as e:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint, safetensors file or pickle, or damaged "
+                              f"({last_line(e)})") from None
+    return _inert_result(path, _numpy_to_torch(obj), unpickler, "inert unpickler (a plain pickle)")
 
 
 def _inert_result(path: Path, obj: Any, unpickler: InertUnpickler, reader: str) -> LoadedFile:

@@ -138,6 +138,18 @@ def plain_set(items=()):
     return set(items)
 
 
+# Numeric numpy kinds only: bool, integers, floats, complex. Object, void (structured) and string dtypes are
+# refused, because numpy's dtype __setstate__ accepts fields it does not flag, so a crafted void dtype can
+# hide object pointers in raw bytes.
+_NUMERIC_KINDS = "biufc"
+
+
+def _numeric(dtype, what: str) -> np.dtype:
+    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS or dtype.hasobject or dtype.names:
+        raise RebuildError(f"{what}: only numeric numpy dtypes are rebuilt, got {dtype!r:.60}")
+    return dtype
+
+
 def np_reconstruct(cls, shape, typecode):
     """First half of a pickled ndarray; BUILD then sets its data (see :func:`build`)."""
     if cls is not np.ndarray or not isinstance(typecode, bytes) or _ints(shape, "shape") != (0,):
@@ -146,49 +158,45 @@ def np_reconstruct(cls, shape, typecode):
 
 
 def np_dtype(code, align=False, copy=False):
+    """A new numeric dtype (never numpy's shared instance, which BUILD would then modify)."""
     if not isinstance(code, str) or type(align) is not bool or type(copy) is not bool:
         raise RebuildError("numpy.dtype takes a type code string")
-    return np.dtype(code, align=align)
+    try:
+        return _numeric(np.dtype(code, align=align, copy=True), "numpy.dtype")
+    except TypeError:
+        raise RebuildError(f"numpy.dtype: unknown type code {code!r:.20}") from None
 
 
 def np_scalar(dtype, data):
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
+    if not isinstance(data, bytes):
         raise RebuildError("numpy scalar takes a numeric dtype and bytes")
-    return np.frombuffer(data, dtype=dtype, count=1)[0]
+    return np.frombuffer(data, dtype=_numeric(dtype, "numpy scalar"), count=1)[0]
 
 
 def np_frombuffer(data, dtype, shape, order="C"):
     """Protocol 5 ndarrays."""
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, (bytes, bytearray)):
-        raise RebuildError("numpy _frombuffer takes a numeric dtype and bytes")
-    if order not in ("C", "F"):
-        raise RebuildError("numpy _frombuffer order must be C or F")
-    return np.frombuffer(bytes(data), dtype=dtype).reshape(_ints(shape, "shape"), order=order)
-
-
-def _plain(value) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
-        return True
-    if isinstance(value, (tuple, list)):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(_plain(k) and (_plain(v) or isinstance(v, np.dtype)) for k, v in value.items())
-    return isinstance(value, np.dtype)
+    if not isinstance(data, (bytes, bytearray)) or order not in ("C", "F"):
+        raise RebuildError("numpy _frombuffer takes bytes and order C or F")
+    return np.frombuffer(bytes(data), dtype=_numeric(dtype, "numpy _frombuffer")).reshape(
+        _ints(shape, "shape"), order=order)
 
 
 def build(obj, state) -> bool:
-    """BUILD on a real object: numpy arrays and dtypes take their state; an OrderedDict's attributes (the
-    ``_metadata`` of a state dict) are not needed and left out. Returns False for any other object."""
+    """BUILD on a real object: numeric numpy arrays and dtypes take their state; an OrderedDict's attributes
+    (the ``_metadata`` of a state dict) are not needed and left out. Returns False for any other object."""
     if type(obj) is np.ndarray:
-        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], np.dtype)
-                and not state[2].hasobject and isinstance(state[4], bytes)):
+        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[4], bytes)):
             raise RebuildError("only numeric numpy arrays with their data as bytes are rebuilt")
+        _numeric(state[2], "numpy array")
         obj.__setstate__(state)
         return True
     if isinstance(obj, np.dtype):  # numpy 2: an instance of numpy.dtypes.Float64DType ...
-        if not (isinstance(state, tuple) and _plain(state)):
-            raise RebuildError("a numpy dtype's state must be plain values")
+        # (3, byte order, subarray, names, fields, elsize, alignment, flags): a plain dtype has no structure
+        if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[1] in ("<", ">", "|", "=")
+                and state[2:5] == (None, None, None) and all(type(v) is int for v in state[5:])):
+            raise RebuildError("only the state of a plain numeric dtype (byte order) is accepted")
         obj.__setstate__(state)
+        _numeric(obj, "numpy dtype")
         return True
     return type(obj) is collections.OrderedDict
 

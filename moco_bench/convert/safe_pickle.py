@@ -1,8 +1,8 @@
-"""Strict loading of untrusted pickles: the allowlists that need no placeholder.
+"""Strict loading of untrusted pickles: nothing but data, or a refusal.
 
-detectron2 ``.pkl`` files are plain pickles; :func:`read_pickle` reads them with an unpickler that resolves
-only the few globals a dict of numpy arrays needs, so a pickle that names any other callable (``os.system``,
-``builtins.eval`` ...) is refused before anything is called. :data:`TORCH_SAFE_GLOBALS` widens
+detectron2 ``.pkl`` files are plain pickles; :func:`read_pickle` accepts only the numpy arrays and plain
+containers such a file needs, so a pickle that names any other callable (``os.system``, ``builtins.eval``
+...) is refused, and nothing it names is ever imported or called. :data:`TORCH_SAFE_GLOBALS` widens
 ``torch.load(weights_only=True)`` by the metadata training scripts save beside the weights.
 """
 
@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from moco_bench.convert.inert_pickle import InertUnpickler
 from moco_bench.errors import CheckpointError
 
 # The callables numpy's own pickling uses (numpy 1 names them numpy.core.*, numpy 2 numpy._core.*).
 _reconstruct = np.zeros(1).__reduce__()[0]
 _scalar = np.float64(0).__reduce__()[0]
 _frombuffer = np.zeros(1).__reduce_ex__(5)[0]
-# The only globals read_pickle resolves: what numpy arrays and scalars, bytes under protocol 2 and ordered
-# dicts need. None of them can run code; they only wrap values the same unpickler produced.
+# What numpy arrays and scalars, bytes under protocol 2 and ordered dicts need (numpy 1 names and numpy 2's).
 _PLAIN_GLOBALS = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
@@ -45,50 +45,26 @@ TORCH_SAFE_GLOBALS = [argparse.Namespace,
                       *{type(np.dtype(code)) for code in np.typecodes["All"] if code not in "OSUVMm"}]
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _PLAIN_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"GLOBAL {module}.{name}") from None
-
-
-def restricted_load(path: Path) -> Any:
-    """Unpickle with only the numpy and container globals above; refusals raise ``pickle.UnpicklingError``."""
-    with open(path, "rb") as f:
-        return _RestrictedUnpickler(f).load()
-
-
 def read_pickle(path: Path) -> Any:
-    """Read a pickle that may hold only numpy arrays, numbers, strings and plain containers."""
+    """Read a pickle that may hold only numeric numpy arrays, numbers, strings and plain containers.
+
+    The inert unpickler reads it, so nothing it names is imported or run; every other global it names is
+    refused, all of them listed.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
-        obj = restricted_load(path)
-    except pickle.UnpicklingError as e:
-        refused = refused_global(str(e))
-        if refused:
-            raise CheckpointError(f"{path}: refused to load: the pickle asks for {refused}; only numpy arrays and "
-                                  f"plain containers are accepted (nothing from the file was run)") from None
-        raise CheckpointError(f"{path}: not a readable pickle ({last_line(e)})") from None
-    except (EOFError, ValueError, TypeError, IndexError, MemoryError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable pickle, damaged or truncated "
-                              f"({type(e).__name__}: {last_line(e)})") from None
-    _reject_object_arrays(obj, path)
+        with open(path, "rb") as f:
+            unpickler = InertUnpickler(f)
+            obj = unpickler.load()
+    except (pickle.UnpicklingError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable pickle, damaged or truncated ({last_line(e)})") from None
+    if unpickler.placeholders:
+        raise CheckpointError(f"{path}: refused to load: the pickle asks for GLOBAL "
+                              f"{', '.join(sorted(unpickler.placeholders))}; only numeric numpy arrays and plain "
+                              f"containers are accepted (nothing from the file was run)")
     return obj
-
-
-def _reject_object_arrays(obj: Any, path: Path) -> None:
-    """Object arrays only hold what the restricted unpickler built, but a weights file has no use for them."""
-    if isinstance(obj, np.ndarray) and obj.dtype.hasobject:
-        raise CheckpointError(f"{path}: holds a numpy array of Python objects; expected numeric arrays")
-    if isinstance(obj, dict):
-        for value in obj.values():
-            _reject_object_arrays(value, path)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
-            _reject_object_arrays(value, path)
 
 
 def refused_global(message: str) -> str | None:
