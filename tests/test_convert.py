@@ -243,7 +243,7 @@ def test_record_and_forced_format(r18, tmp_path):
     forced = load_backbone(path, fmt="solo-learn")
     assert (detected.format, forced.format) == ("mmselfsup", "solo-learn")
     assert detected.record() == {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                                 "format": "mmselfsup", "arch": "resnet18", "epochs": None}
+                                 "format": "mmselfsup", "arch": "resnet18", "epochs": None, "weights": "backbone"}
     vissl = BUILDERS["vissl"](r18, tmp_path / "vissl.torch").path
     with pytest.raises(CheckpointError, match="not in the moco layout .* top-level keys: phase_idx"):
         load_backbone(vissl, fmt="moco")
@@ -264,7 +264,7 @@ def test_random_baseline_is_seeded_and_leaves_global_rng_alone():
     assert torch.equal(a.state_dict["conv1.weight"], b.state_dict["conv1.weight"])
     assert not torch.equal(a.state_dict["conv1.weight"], c.state_dict["conv1.weight"])
     assert a.record() == {"path": "random:resnet18@3", "sha256": b.sha256, "format": "random", "arch": "resnet18",
-                          "epochs": 0}
+                          "epochs": 0, "weights": ""}
     assert len(a.sha256) == 64 and a.sha256 != c.sha256
     assert c.path == "random:resnet18@0"
     assert isinstance(a.build_model().fc, nn.Identity)

@@ -71,6 +71,7 @@ def test_weights_picks_the_other_copy_by_role_or_prefix(name, kwargs, role, pref
     for weights in (role, prefix):
         other = load_backbone(path, weights=weights)
         _assert_equal(other, _momentum(r18))
+        assert other.sha256 != default.sha256 and other.record()["weights"] == prefix  # caches tell them apart
         assert other.report.weights == {"prefix": prefix, "role": role, "chosen_by": f"--weights {weights}"}
         assert all(not key.startswith(prefix) for key in other.report.dropped if "fc" not in key)
 

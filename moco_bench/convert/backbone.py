@@ -38,8 +38,9 @@ class ConvertedBackbone:
         state_dict: torchvision keys -> tensors, without ``fc.*``.
         format: the detected (or forced) checkpoint layout, ``random`` for a random-init baseline.
         path: the checkpoint file, or ``random:<arch>@<seed>``.
-        sha256: of the checkpoint file; for a random baseline, of its tensors' bytes in key order (so feature
-            caches and result folders tell seeds and torch versions' initializations apart).
+        sha256: of the checkpoint file; when a copy other than the format's default was converted, of the file's
+            hash and the copy's prefix; for a random baseline, of its tensors' bytes in key order (so feature
+            caches and result folders tell copies, seeds and torch versions' initializations apart).
         epoch: pretraining epochs completed, read the way the format counts them (0 for a random baseline),
             None if unknown.
         report: the key report of the conversion.
@@ -64,7 +65,7 @@ class ConvertedBackbone:
     def record(self) -> dict:
         """The ``checkpoint`` block of a result record."""
         return {"path": self.path, "sha256": self.sha256, "format": self.format, "arch": self.arch,
-                "epochs": self.epoch}
+                "epochs": self.epoch, "weights": self.report.weights.get("prefix", "")}
 
 
 def load_backbone(path: str | Path, fmt: str | None = None, allow_missing: bool = False,
@@ -85,7 +86,13 @@ def load_backbone(path: str | Path, fmt: str | None = None, allow_missing: bool 
     """
     if str(path).startswith(RANDOM_PREFIX):
         return random_backbone(str(path))
-    path = Path(path)
+    try:
+        return _convert(Path(path), fmt, allow_missing, weights)
+    except RecursionError:
+        raise CheckpointError(f"{path}: nested too deeply to be a checkpoint") from None
+
+
+def _convert(path: Path, fmt: str | None, allow_missing: bool, weights: str | None) -> ConvertedBackbone:
     source = str(path)
     loaded = read_checkpoint(path)
     ckpt = loaded.obj
@@ -110,8 +117,11 @@ def load_backbone(path: str | Path, fmt: str | None = None, allow_missing: bool 
             " (--allow-missing accepts missing and unexpected keys)"
         raise CheckpointError(f"{source}: cannot convert this {layout.name} checkpoint into {arch}: "
                               + "; ".join(problems) + hint)
-    return ConvertedBackbone(arch=arch, state_dict=state, format=layout.name, path=source,
-                             sha256=sha256_file(path), epoch=split.epochs.completed, report=report)
+    sha256 = sha256_file(path)
+    if split.weights["prefix"] != layout.copies[0].prefix:  # another copy: its own feature caches and results
+        sha256 = hashlib.sha256(f"{sha256}:{split.weights['prefix']}".encode()).hexdigest()
+    return ConvertedBackbone(arch=arch, state_dict=state, format=layout.name, path=source, sha256=sha256,
+                             epoch=split.epochs.completed, report=report)
 
 
 def _fit(backbone: dict[str, tuple[str, torch.Tensor]], arch: str, report: KeyReport) -> dict[str, torch.Tensor]:
@@ -199,7 +209,8 @@ def random_backbone(spec: str) -> ConvertedBackbone:
     state = {k: v for k, v in model.state_dict().items() if k not in CLASSIFIER_KEYS}
     path = f"{RANDOM_PREFIX}{arch}@{seed}"
     report = KeyReport(source=path, format="random", location=f"torchvision initialization, seed {seed}",
-                       arch=arch, epoch=0, used={k: k for k in state})
+                       arch=arch, epoch=0, epoch_note="a random initialization: no pretraining",
+                       used={k: k for k in state})
     digest = hashlib.sha256()
     for key in sorted(state):
         digest.update(key.encode())

@@ -86,9 +86,9 @@ def parameter(data, requires_grad=False, hooks=None, state=None):
 
 def from_type_v2(func, new_type, args, state):
     """``torch._tensor._rebuild_from_type_v2``: only plain Tensor and Parameter, built by a rebuilder here."""
-    if func not in (tensor_v2, tensor_v1, parameter) or not isinstance(args, tuple):
+    if not any(func is f for f in (tensor_v2, tensor_v1, parameter)) or not isinstance(args, tuple):
         raise RebuildError("a tensor subclass is rebuilt only from this module's tensor rebuilders")
-    if new_type not in (torch.Tensor, torch.nn.Parameter) or state:
+    if not (new_type is torch.Tensor or new_type is torch.nn.Parameter) or state:
         raise RebuildError(f"{new_type!r} is a tensor subclass or carries state; not a plain tensor")
     return func(*args)
 
