@@ -145,3 +145,15 @@ def test_the_suites_own_detectron2_pkl_converts_back(r18, tmp_path, capsys):
     assert "format detectron2" in capsys.readouterr().out
     again = torch.load(tmp_path / "second" / "backbone.pth", weights_only=True)
     assert all(torch.equal(again[k], v) for k, v in backbone_state(r18).items())
+
+
+def test_pre_1_6_torch_files_convert(r18, tmp_path):
+    """MoCo's released checkpoints predate torch's zip format: the legacy stream reads the same."""
+    zipped = BUILDERS["moco"](r18, tmp_path / "zip.pth.tar").path
+    legacy = tmp_path / "legacy.pth.tar"
+    torch.save(torch.load(zipped, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    assert legacy.read_bytes()[:2] != b"PK"
+    converted = load_backbone(legacy)
+    assert (converted.format, converted.epoch) == ("moco", 200)
+    assert converted.report.reader == "torch.load(weights_only=True)"
+    _assert_equal(converted, backbone_state(r18))

@@ -114,7 +114,8 @@ def test_a_refusal_names_every_hostile_global(r18, tmp_path):
     assert not marker.exists()
 
 
-def test_globals_are_never_imported_and_become_placeholders(r18, tmp_path, monkeypatch):
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy-format"])
+def test_globals_are_never_imported_and_become_placeholders(zipped, r18, tmp_path, monkeypatch):
     """A class from a module with an import side effect: the converter reads the weights without importing it."""
     name = f"mb_side_effect_{uuid.uuid4().hex[:8]}"
     marker = tmp_path / "imported"
@@ -122,7 +123,8 @@ def test_globals_are_never_imported_and_become_placeholders(r18, tmp_path, monke
     monkeypatch.syspath_prepend(str(tmp_path))
     config = importlib.import_module(name).Config()
     path = tmp_path / "run.ckpt"
-    torch.save({"state_dict": r18.state_dict(), "hyper_parameters": {"cfg": config}}, path)
+    torch.save({"state_dict": r18.state_dict(), "hyper_parameters": {"cfg": config}}, path,
+               _use_new_zipfile_serialization=zipped)
     marker.unlink()
     del sys.modules[name]
 
