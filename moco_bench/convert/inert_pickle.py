@@ -133,8 +133,9 @@ class InertUnpickler(pickle._Unpickler):
             raise pickle.UnpicklingError(f"arguments must be a tuple, got {type(args).__name__}")
         if isinstance(func, Placeholder):
             if func.name == _GETATTR and len(args) == 2 and isinstance(args[1], str):
-                if hostile_global("builtins", args[1]) or args[1] in _HOSTILE_ATTRS:
-                    self.hostile.append(f"{_GETATTR}(..., {args[1]!r})")
+                found = f"{_GETATTR}(..., {args[1]!r})"
+                if (hostile_global("builtins", args[1]) or args[1] in _HOSTILE_ATTRS) and found not in self.hostile:
+                    self.hostile.append(found)
             return Placeholder(func.name, args=args)
         fn, name = _REBUILDERS_BY_ID.get(id(func), (None, ""))
         if fn is not func:

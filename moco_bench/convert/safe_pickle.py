@@ -8,9 +8,7 @@ containers such a file needs, so a pickle that names any other callable (``os.sy
 
 from __future__ import annotations
 
-import _codecs
 import argparse
-import collections
 import pickle
 from pathlib import Path
 from typing import Any
@@ -24,24 +22,20 @@ from moco_bench.errors import CheckpointError
 _reconstruct = np.zeros(1).__reduce__()[0]
 _scalar = np.float64(0).__reduce__()[0]
 _frombuffer = np.zeros(1).__reduce_ex__(5)[0]
-# What numpy arrays and scalars, bytes under protocol 2 and ordered dicts need (numpy 1 names and numpy 2's).
-_PLAIN_GLOBALS = {
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    **{(f"numpy.{core}.multiarray", "_reconstruct"): _reconstruct for core in ("core", "_core")},
-    **{(f"numpy.{core}.multiarray", "scalar"): _scalar for core in ("core", "_core")},
-    **{(f"numpy.{core}.numeric", "_frombuffer"): _frombuffer for core in ("core", "_core")},
-    # protocol 2 writes bytes as _codecs.encode(str, "latin1"); encoding a string is all it can do.
-    ("_codecs", "encode"): _codecs.encode,
-    ("collections", "OrderedDict"): collections.OrderedDict,
+# What numpy arrays and scalars need, by the names numpy 1 (numpy.core) and numpy 2 (numpy._core) write.
+_NUMPY_GLOBALS = {
+    "numpy.ndarray": np.ndarray,
+    "numpy.dtype": np.dtype,
+    **{f"numpy.{core}.multiarray._reconstruct": _reconstruct for core in ("core", "_core")},
+    **{f"numpy.{core}.multiarray.scalar": _scalar for core in ("core", "_core")},
+    **{f"numpy.{core}.numeric._frombuffer": _frombuffer for core in ("core", "_core")},
 }
 # Added to torch's weights_only allowlist: metadata that training scripts save beside the weights (DINO and
 # torchvision's reference scripts save their argparse namespace; numpy scalars and arrays appear in meters).
-# numpy globals go by name so that files written under numpy 1 (numpy.core) load under numpy 2 (numpy._core);
-# torch's unpickler also wants the class of each numeric dtype it rebuilds (numpy.dtypes.Float64DType ...).
-TORCH_SAFE_GLOBALS = [argparse.Namespace,
-                      *((fn, f"{module}.{name}") for (module, name), fn in _PLAIN_GLOBALS.items()
-                        if module.startswith("numpy")),
+# numpy globals go by name so that files written under numpy 1 load under numpy 2; torch's unpickler also
+# wants the class of each numeric dtype it rebuilds (numpy.dtypes.Float64DType ...). Void, object and string
+# dtype classes stay out: BUILD on those could forge an unflagged object field.
+TORCH_SAFE_GLOBALS = [argparse.Namespace, *((fn, name) for name, fn in _NUMPY_GLOBALS.items()),
                       *{type(np.dtype(code)) for code in np.typecodes["All"] if code not in "OSUVMm"}]
 
 
