@@ -78,9 +78,11 @@ def test_weights_picks_the_other_copy_by_role_or_prefix(name, kwargs, role, pref
 
 def test_a_role_the_file_lacks_is_an_error_listing_its_copies(r18, tmp_path):
     path = BUILDERS["moco"](r18, tmp_path / "moco.pth").path
-    with pytest.raises(CheckpointError, match=r"no a 'ema' copy; it holds: model \(encoder_q\.\*\), momentum "
-                                              r"\(encoder_k\.\*\)"):
+    with pytest.raises(CheckpointError, match=r"no copy of the network matching --weights ema; it holds: model "
+                                              r"\(encoder_q\.\*\), momentum \(encoder_k\.\*\)"):
         load_backbone(path, weights="ema")
+    with pytest.raises(CheckpointError, match="random baseline has one copy"):
+        load_backbone("random:resnet18", weights="ema")
 
 
 def test_two_differing_copies_of_the_same_role_are_refused_unless_one_is_chosen(r18, tmp_path, capsys):

@@ -85,6 +85,8 @@ def load_backbone(path: str | Path, fmt: str | None = None, allow_missing: bool 
             weights that are not plain tensors, or keys that do not fit.
     """
     if str(path).startswith(RANDOM_PREFIX):
+        if weights is not None:
+            raise CheckpointError(f"{path}: a random baseline has one copy of the network; drop --weights")
         return random_backbone(str(path))
     try:
         return _convert(Path(path), fmt, allow_missing, weights)

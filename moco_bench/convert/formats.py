@@ -222,9 +222,9 @@ class Format:
         else:
             candidates, chosen_by = [c for c in built if c.prefix == weights], f"--weights {weights}"
         if not candidates:
-            asked = f"a {weights!r} copy" if weights else f"the default {self.copies[0].role} copy"
-            raise CheckpointError(f"{source}: this {self.name} checkpoint has no {asked}; it holds: {present} "
-                                  f"(choose with --weights ROLE or --weights PREFIX)")
+            asked = f"--weights {weights}" if weights else f"the default ({self.copies[0].role})"
+            raise CheckpointError(f"{source}: this {self.name} checkpoint has no copy of the network matching "
+                                  f"{asked}; it holds: {present} (choose with --weights ROLE or --weights PREFIX)")
         first = candidates[0]
         differing = [c for c in candidates[1:] if not _same(built[c][0], built[first][0])]
         if differing and (weights is None or weights in ROLES):
