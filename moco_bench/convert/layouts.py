@@ -174,7 +174,8 @@ register_format(Format(
     top_signals=("pytorch-lightning_version",), wrappers=("module", "model"), rename=_from_sequential))
 
 _MM_MOMENTUM_NECKS = ("encoder_k.1", "encoder_k.module.1", "momentum_encoder.module.1", "target_net.module.1",
-                      "target_net.1", "encoder_k.steps", "momentum_encoder.steps", "target_net.steps")
+                      "target_net.1")
+_MM_EMA_STEPS = ("encoder_k.steps", "momentum_encoder.steps", "target_net.steps")
 register_format(Format(
     name="mmselfsup", description="mmselfsup / mmpretrain (state_dict with backbone.*)", locate=_state_dict,
     copies=(Copy("model", "backbone", "backbone"),
@@ -186,7 +187,8 @@ register_format(Format(
                                                      "encoder_k"))),
     reference="mmselfsup/mmpretrain benchmarks load backbone.*", epochs=epochs_done("mmengine/mmcv's runner"),
     drop={"neck": PROJECTION, "head": "head", "encoder_q.1": "query neck (stored twice)",
-          "online_net.1": "online neck (stored twice)", **dict.fromkeys(_MM_MOMENTUM_NECKS, MOMENTUM),
+          "online_net.1": "online neck (stored twice)", **dict.fromkeys(_MM_MOMENTUM_NECKS, "momentum encoder's neck"),
+          **dict.fromkeys(_MM_EMA_STEPS, "EMA step counter"),
           "queue": QUEUE, "queue_ptr": QUEUE, "data_preprocessor": "data preprocessor buffers"},
     inner_drop={"fc": PROJECTION}, signals=("backbone",)))
 
