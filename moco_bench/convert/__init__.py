@@ -10,8 +10,10 @@ _EXPORTS = {
     "ARCHS": "arch", "detect_arch": "arch",
     "ConvertedBackbone": "backbone", "load_backbone": "backbone", "random_backbone": "backbone",
     "write_torchvision": "backbone",
-    "detectron2_key": "detectron2", "read_detectron2_pkl": "detectron2", "write_detectron2": "detectron2",
-    "FORMATS": "formats", "detect_format": "formats",
+    "detectron2_key": "d2_names", "torchvision_key": "d2_names",
+    "read_detectron2_pkl": "detectron2", "write_detectron2": "detectron2",
+    "FORMATS": "formats", "ROLES": "formats", "detect_format": "formats",
+    "read_checkpoint": "loading",
     "write_outputs": "outputs",
     "KeyReport": "report",
 }

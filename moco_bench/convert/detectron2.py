@@ -13,22 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from moco_bench.convert.backbone import ConvertedBackbone
+from moco_bench.convert.d2_names import detectron2_key
 from moco_bench.convert.safe_pickle import read_pickle
 from moco_bench.core.atomic import atomic_write_bytes
 from moco_bench.core.errors import CheckpointError
 
 AUTHOR = "moco-bench"
-
-
-def detectron2_key(key: str) -> str:
-    """MoCo's rules: stem keys get ``stem.``, layerN -> res(N+1), bnN -> convN.norm, downsample -> shortcut."""
-    if "layer" not in key:
-        key = "stem." + key
-    for t in (1, 2, 3, 4):
-        key = key.replace(f"layer{t}", f"res{t + 1}")
-    for t in (1, 2, 3):
-        key = key.replace(f"bn{t}", f"conv{t}.norm")
-    return key.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
 
 
 def detectron2_checkpoint(backbone: ConvertedBackbone) -> dict:

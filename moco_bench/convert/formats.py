@@ -1,17 +1,23 @@
 """Checkpoint layouts, recognized from their keys (the way timm's checkpoint filters do).
 
-A layout is a :class:`Format` registered in :data:`FORMATS`. Calling it on a loaded checkpoint returns a
-:class:`Split`: every tensor of the model, sorted into backbone tensors (renamed to torchvision keys),
-tensors dropped on purpose (heads, momentum encoder, queue, each with its reason) and tensors no rule
-explains. Layouts are tried in registration order, most specific first; the first whose signal keys are
-present wins.
+A layout is a :class:`Format` registered in :data:`FORMATS` (the layouts themselves are in
+:mod:`moco_bench.convert.layouts`). Calling it on a loaded checkpoint returns a :class:`Split`: every tensor
+of the file, sorted into backbone tensors (renamed to torchvision keys), tensors dropped on purpose (heads,
+queues, the copies of the network that were not chosen, each with its reason) and tensors no rule explains.
+
+Many files hold several copies of the backbone (a momentum or EMA encoder, DINO's teacher and student).
+Each copy has a role (``model``, ``ema``, ``teacher``, ``student``, ``momentum``); the default is the role
+the format's reference evaluation loads, and ``weights`` picks another role or a copy by its key prefix.
+Two copies in the default role that differ make the file ambiguous: it is refused unless a copy is chosen.
+Every key belongs to the longest drop or copy prefix it matches, so a head inside a copy can be dropped
+while the copy is kept.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -21,16 +27,31 @@ from moco_bench.core.registry import Registry
 
 FORMATS = Registry("checkpoint format")
 _ORDER: list[str] = []
-
-MOMENTUM = "momentum (key/teacher) encoder"
-QUEUE = "queue of negative keys"
-PROJECTION = "projection head"
+ROLES = ("model", "ema", "teacher", "student", "momentum")
 
 
 class Entry(NamedTuple):
     key: str  # as written in the file, relative to the location
     name: str  # the key with wrapper prefixes (DistributedDataParallel's ``module.``) removed
     tensor: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One copy of the backbone in a file: its role, its name prefix, and what it is (the reason it is
+    dropped when another copy is chosen)."""
+
+    role: str
+    prefix: str
+    what: str
+
+
+@dataclass(frozen=True)
+class Epochs:
+    """Pretraining epochs completed, and how the file's fields were read to get them."""
+
+    completed: int | None
+    how: str
 
 
 @dataclass
@@ -41,10 +62,12 @@ class Split:
     backbone: dict[str, tuple[str, torch.Tensor]]  # torchvision key -> (file key, tensor)
     dropped: dict[str, str]  # file key -> reason
     unexpected: list[str]  # file keys no rule of the layout explains
-    epoch: int | None
+    epochs: Epochs
+    weights: dict[str, str] = field(default_factory=dict)  # the copy taken: prefix, role, chosen_by
+    copies: list[dict] = field(default_factory=list)  # every copy present, chosen or not
 
 
-def _matches(name: str, prefix: str) -> bool:
+def matches(name: str, prefix: str) -> bool:
     return prefix == "" or name == prefix or name.startswith(prefix + ".")
 
 
@@ -67,23 +90,17 @@ def flatten(tree: Mapping, wrappers: tuple[str, ...] = ("module",), key: str = "
     return out
 
 
-def _state_dict(ckpt: Mapping) -> tuple[str, Mapping] | None:
-    """The usual home of a model's weights: ``state_dict``, ``model``, or the checkpoint itself."""
-    for key in ("state_dict", "model"):
-        if isinstance(ckpt.get(key), Mapping):
-            return key, ckpt[key]
-    if any(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return "the top level", ckpt
-    return None
-
-
-def _epoch(ckpt: Mapping) -> int | None:
-    """Pretraining epochs as the checkpoint states them (MoCo, DINO: epochs done; mmengine keeps it in meta)."""
-    meta = ckpt.get("meta")
-    for value in (ckpt.get("epoch"), meta.get("epoch") if isinstance(meta, Mapping) else None):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
+def leaves_of_type(tree: Mapping, kind: type, wrappers: tuple[str, ...] = ()) -> list[tuple[str, str, Any]]:
+    """(key, name, value) of every value of type ``kind`` in nested mappings, keyed as :func:`flatten` does."""
+    out = []
+    for k, value in tree.items():
+        key, name = str(k), _strip(str(k), wrappers)
+        if isinstance(value, kind):
+            out.append((key, name, value))
+        elif isinstance(value, Mapping):
+            out += [(f"{key}.{sub_key}", f"{name}.{sub_name}", v)
+                    for sub_key, sub_name, v in leaves_of_type(value, kind, wrappers)]
+    return out
 
 
 @dataclass(frozen=True)
@@ -94,26 +111,30 @@ class Format:
         name: the ``--format`` name.
         description: what wrote it.
         locate: checkpoint -> (location for messages, the mapping holding the weights), or None if absent.
-        backbone: name prefixes whose remainder is a torchvision ResNet key (after ``rename``).
-        drop: name prefix -> reason, for tensors left out on purpose; checked before ``backbone``.
+        copies: the backbone copies the layout knows; the first one's role is the default.
+        reference: what the layout's reference evaluation loads (why the default is the default).
+        drop: name prefix -> reason, for tensors left out on purpose.
+        inner_drop: prefix inside a copy -> reason (a copy's own head, such as MoCo's ``fc`` projection).
         signals: name prefixes that identify the layout; ``top_signals``: top-level keys that do.
         excludes: name prefixes whose presence rules the layout out.
         wrappers: leading key components to remove (``module.`` of DistributedDataParallel).
-        rename: maps a backbone remainder to its torchvision key.
-        epoch: checkpoint -> pretraining epochs, if recorded.
+        rename: maps a key inside a copy to its torchvision key.
+        epochs: checkpoint -> pretraining epochs completed, with how they were read.
     """
 
     name: str
     description: str
     locate: Callable[[Mapping], tuple[str, Mapping] | None]
-    backbone: tuple[str, ...]
-    drop: Mapping[str, str]
-    signals: tuple[str, ...]
+    copies: tuple[Copy, ...]
+    reference: str
+    epochs: Callable[[Mapping], Epochs]
+    drop: Mapping[str, str] = field(default_factory=dict)
+    inner_drop: Mapping[str, str] = field(default_factory=dict)
+    signals: tuple[str, ...] = ()
     top_signals: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
     wrappers: tuple[str, ...] = ("module",)
     rename: Callable[[str], str] = str  # identity
-    epoch: Callable[[Mapping], int | None] = _epoch
 
     def entries(self, ckpt: Mapping) -> tuple[str, list[Entry]] | None:
         found = self.locate(ckpt)
@@ -127,36 +148,105 @@ class Format:
         if found is None:
             return False
         names = [e.name for e in found[1]]
-        if any(_matches(n, p) for n in names for p in self.excludes):
+        if any(matches(n, p) for n in names for p in self.excludes):
             return False
-        return (any(_matches(n, p) for n in names for p in self.signals)
+        return (any(matches(n, p) for n in names for p in self.signals)
                 or any(k in ckpt for k in self.top_signals))
 
-    def __call__(self, ckpt: Mapping, source: str) -> Split:
+    def owner(self, name: str) -> str | Copy | None:
+        """The longest drop or copy prefix ``name`` falls under: a drop reason, a Copy, or None."""
+        best: tuple[int, str | Copy] | None = None
+        for prefix, owner in [*self.drop.items(), *((c.prefix, c) for c in self.copies)]:
+            if matches(name, prefix) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), owner)
+        return None if best is None else best[1]
+
+    def __call__(self, ckpt: Mapping, source: str, weights: str | None = None) -> Split:
         found = self.entries(ckpt)
         if found is None:
             raise CheckpointError(f"{source}: not in the {self.name} layout ({self.description}): its weights "
                                   f"container is missing; top-level keys: {_top_keys(ckpt)}")
         location, entries = found
-        backbone: dict[str, tuple[str, torch.Tensor]] = {}
+        groups: dict[Copy, list[Entry]] = {}
         dropped, unexpected = {}, []
         for entry in entries:
-            reason = next((r for p, r in self.drop.items() if _matches(entry.name, p)), None)
-            prefix = next((p for p in self.backbone if _matches(entry.name, p)), None)
-            if reason is not None:
-                dropped[entry.key] = reason
-            elif prefix is not None:
-                target = self.rename(entry.name[len(prefix) + 1:] if prefix else entry.name)
-                if target in backbone:
-                    raise CheckpointError(f"{source}: {backbone[target][0]!r} and {entry.key!r} both give the "
-                                          f"backbone tensor {target!r}")
-                backbone[target] = (entry.key, entry.tensor)
+            owner = self.owner(entry.name)
+            if isinstance(owner, Copy):
+                groups.setdefault(owner, []).append(entry)
+            elif owner is not None:
+                dropped[entry.key] = owner
             else:
                 unexpected.append(entry.key)
-        if not backbone:
-            raise CheckpointError(f"{source}: no backbone tensors under {', '.join(map(repr, self.backbone))} in "
-                                  f"{location} ({self.name} layout); key prefixes seen: {_prefixes(entries)}")
-        return Split(location, backbone, dropped, unexpected, self.epoch(ckpt))
+        if not groups:
+            prefixes = ", ".join(repr(c.prefix) for c in self.copies)
+            raise CheckpointError(f"{source}: no backbone tensors under {prefixes} in {location} ({self.name} "
+                                  f"layout); key prefixes seen: {_prefixes(entries)}")
+        built = {c: self._backbone(c, groups[c], source) for c in self.copies if c in groups}
+        chosen, chosen_by = self._choose(built, weights, source)
+        backbone, inner_dropped = built[chosen]
+        dropped.update(inner_dropped)
+        copies = []
+        for copy, (tensors, _) in built.items():
+            if copy is not chosen:
+                dropped.update({e.key: copy.what for e in groups[copy]})
+            copies.append({"prefix": copy.prefix, "role": copy.role, "what": copy.what, "tensors": len(tensors),
+                           "chosen": copy is chosen, "same_as_chosen": _same(tensors, backbone)})
+        weights_info = {"prefix": chosen.prefix, "role": chosen.role, "chosen_by": chosen_by}
+        return Split(location, backbone, dropped, unexpected, self.epochs(ckpt), weights_info, copies)
+
+    def _backbone(self, copy: Copy, entries: list[Entry], source: str):
+        """torchvision key -> (file key, tensor) for one copy, and the copy's own heads dropped."""
+        backbone: dict[str, tuple[str, torch.Tensor]] = {}
+        dropped = {}
+        for entry in entries:
+            rest = entry.name[len(copy.prefix) + 1:] if copy.prefix else entry.name
+            reason = next((r for p, r in self.inner_drop.items() if matches(rest, p)), None)
+            if reason is not None:
+                dropped[entry.key] = reason
+                continue
+            target = self.rename(rest)
+            if target in backbone:
+                raise CheckpointError(f"{source}: {backbone[target][0]!r} and {entry.key!r} both give the "
+                                      f"backbone tensor {target!r}")
+            backbone[target] = (entry.key, entry.tensor)
+        return backbone, dropped
+
+    def _choose(self, built: dict, weights: str | None, source: str) -> tuple[Copy, str]:
+        """The copy to convert: the default role, a role by name, or a copy by prefix."""
+        present = ", ".join(f"{c.role} ({c.prefix or 'all keys'}.*)" for c in built)
+        if weights is None:
+            role, chosen_by = self.copies[0].role, f"default: {self.reference}"
+            candidates = [c for c in built if c.role == role]
+        elif weights in ROLES:
+            candidates, chosen_by = [c for c in built if c.role == weights], f"--weights {weights}"
+        else:
+            candidates, chosen_by = [c for c in built if c.prefix == weights], f"--weights {weights}"
+        if not candidates:
+            asked = f"--weights {weights}" if weights else f"the default ({self.copies[0].role})"
+            raise CheckpointError(f"{source}: this {self.name} checkpoint has no copy of the network matching "
+                                  f"{asked}; it holds: {present} (choose with --weights ROLE or --weights PREFIX)")
+        first = candidates[0]
+        differing = [c for c in candidates[1:] if not _same(built[c][0], built[first][0])]
+        if differing and (weights is None or weights in ROLES):
+            both = [first, *differing]
+            how = _difference(built[first][0], built[differing[0]][0])
+            raise CheckpointError(
+                f"{source}: {' and '.join(f'{c.prefix}.*' for c in both)} both hold {first.role} weights and differ "
+                f"({how}); the file is ambiguous: choose one with "
+                + " or ".join(f"--weights {c.prefix}" for c in both))
+        return first, chosen_by
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k][1].shape == b[k][1].shape and a[k][1].dtype == b[k][1].dtype and torch.equal(a[k][1], b[k][1]) for k in a)
+
+
+def _difference(a: dict, b: dict) -> str:
+    if a.keys() != b.keys():
+        return f"different keys, e.g. {sorted(a.keys() ^ b.keys())[0]}"
+    differ = [k for k in a if not (a[k][1].shape == b[k][1].shape and torch.equal(a[k][1], b[k][1]))]
+    return f"{len(differ)} of {len(a)} tensors differ, e.g. {differ[0]}"
 
 
 def register_format(fmt: Format) -> Format:
@@ -172,8 +262,7 @@ def detect_format(ckpt: Any, source: str) -> Format:
     for name in _ORDER:
         if FORMATS.get(name).detect(ckpt):
             return FORMATS.get(name)
-    found = _state_dict(ckpt)
-    seen = _prefixes(flatten(found[1] if found else ckpt, wrappers=()))
+    seen = _prefixes(flatten(ckpt, wrappers=()))
     raise CheckpointError(f"{source}: unknown checkpoint layout; top-level keys: {_top_keys(ckpt)}; key prefixes "
                           f"seen: {seen}; known formats: {', '.join(_ORDER)} (force one with --format)")
 
@@ -191,84 +280,3 @@ def _prefixes(entries: list[Entry], limit: int = 20) -> str:
     counts = Counter(".".join(e.key.split(".")[:2]) for e in entries)
     items = [f"{p} ({n})" for p, n in sorted(counts.items())]
     return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "") or "none"
-
-
-def _teacher_student(ckpt: Mapping) -> tuple[str, Mapping] | None:
-    if not all(isinstance(ckpt.get(k), Mapping) for k in ("teacher", "student")):
-        return None
-    return "teacher, student", {net: ckpt[net] for net in ("teacher", "student")}
-
-
-def _classy(ckpt: Mapping) -> tuple[str, Mapping] | None:
-    classy = ckpt.get("classy_state_dict")
-    if not isinstance(classy, Mapping):
-        return None
-    return "classy_state_dict", {k: classy[k] for k in ("base_model", "loss") if isinstance(classy.get(k), Mapping)}
-
-
-def _vissl_epoch(ckpt: Mapping) -> int | None:
-    phase = ckpt.get("train_phase_idx")  # 0-based index of the training phase (epoch) just completed
-    return phase + 1 if isinstance(phase, int) else None
-
-
-# torchvision ResNet children in order; lightly's examples keep them as nn.Sequential(*children[:-1]).
-_SEQUENTIAL = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
-
-
-def _from_sequential(rest: str) -> str:
-    head, _, tail = rest.partition(".")
-    return f"{_SEQUENTIAL.get(head, head)}.{tail}"
-
-
-register_format(Format(
-    name="dino", description="DINO-style teacher/student checkpoint (facebookresearch/dino)",
-    locate=_teacher_student, backbone=("teacher.backbone",),
-    drop={"teacher.head": PROJECTION, "student": "student network (the teacher is the one evaluated, as in DINO)"},
-    signals=("teacher.backbone",)))
-
-register_format(Format(
-    name="vissl", description="VISSL checkpoint (classy_state_dict, trunk._feature_blocks)",
-    locate=_classy, backbone=("base_model.model.trunk._feature_blocks",),
-    drop={"base_model.model.heads": "heads", "loss": f"loss state ({QUEUE}, {MOMENTUM})"},
-    signals=("base_model.model.trunk",), epoch=_vissl_epoch))
-
-register_format(Format(
-    name="mocov3", description="MoCo v3 (facebookresearch/moco-v3 main_moco.py)",
-    locate=_state_dict, backbone=("base_encoder",),
-    drop={"base_encoder.fc": PROJECTION, "momentum_encoder": MOMENTUM, "predictor": "prediction head"},
-    signals=("base_encoder",)))
-
-register_format(Format(
-    name="moco", description="MoCo v1/v2 (facebookresearch/moco main_moco.py)",
-    locate=_state_dict, backbone=("encoder_q",),
-    drop={"encoder_q.fc": PROJECTION, "encoder_k": MOMENTUM, "queue": QUEUE, "queue_ptr": QUEUE},
-    signals=("encoder_q",), excludes=("backbone",)))
-
-register_format(Format(
-    name="solo-learn", description="solo-learn (PyTorch Lightning checkpoint)",
-    locate=_state_dict, backbone=("backbone",),
-    drop={"projector": PROJECTION, "predictor": "prediction head", "momentum_backbone": MOMENTUM,
-          "momentum_projector": MOMENTUM, "classifier": "online linear classifier",
-          "momentum_classifier": "online linear classifier", "queue": QUEUE, "queue_ptr": QUEUE},
-    signals=("projector", "momentum_backbone", "momentum_projector", "classifier")))
-
-register_format(Format(
-    name="lightly", description="lightly (PyTorch Lightning module; backbone as named or Sequential children)",
-    locate=_state_dict, backbone=("backbone",),
-    drop={"projection_head": PROJECTION, "prediction_head": "prediction head", "backbone_momentum": MOMENTUM,
-          "projection_head_momentum": MOMENTUM, "criterion": "loss state (memory bank of negatives)"},
-    signals=("projection_head", "prediction_head", "backbone_momentum", "backbone.0"),
-    top_signals=("pytorch-lightning_version",), wrappers=("module", "model"), rename=_from_sequential))
-
-register_format(Format(
-    name="mmselfsup", description="mmselfsup / mmpretrain (state_dict with backbone.*)",
-    locate=_state_dict, backbone=("backbone",),
-    drop={"neck": PROJECTION, "head": "head", "encoder_q": "query encoder (backbone and neck, stored twice)",
-          "encoder_k": MOMENTUM, "momentum_encoder": MOMENTUM, "target_net": MOMENTUM, "queue": QUEUE,
-          "queue_ptr": QUEUE, "data_preprocessor": "data preprocessor buffers"},
-    signals=("backbone",)))
-
-register_format(Format(
-    name="torchvision", description="torchvision ResNet state dict",
-    locate=_state_dict, backbone=("",), drop={"fc": "classifier"},
-    signals=("conv1", "bn1", "layer1")))

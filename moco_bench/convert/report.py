@@ -22,6 +22,11 @@ class KeyReport:
         missing: torchvision keys the checkpoint lacks, the classifier excepted (a backbone has none).
         shape_mismatches: torchvision key -> file key, checkpoint shape and expected shape; never loaded.
         detectron2: torchvision key -> detectron2 key, filled when a detectron2 file is written.
+        epoch: pretraining epochs completed; ``epoch_note`` says how the file's fields were read.
+        weights: the copy converted (key prefix, role, and why it was chosen); ``copies``: every copy of the
+            network in the file, chosen or not, and whether its tensors equal the chosen one's.
+        reader: how the file was read; ``placeholders``: globals the file names that were kept as inert
+            placeholders (never imported or run) because they are not tensors or plain values.
     """
 
     source: str
@@ -29,6 +34,11 @@ class KeyReport:
     location: str
     arch: str
     epoch: int | None
+    epoch_note: str = ""
+    weights: dict[str, str] = field(default_factory=dict)
+    copies: list[dict] = field(default_factory=list)
+    reader: str = ""
+    placeholders: list[str] = field(default_factory=list)
     used: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
     unexpected: list[str] = field(default_factory=list)
@@ -51,10 +61,26 @@ class KeyReport:
 
     def summary(self) -> str:
         epoch = "unknown" if self.epoch is None else self.epoch
-        lines = [f"{self.source}: format {self.format}, arch {self.arch}, epochs {epoch} (weights in {self.location})",
-                 f"  used {len(self.used)} tensors; missing {len(self.missing)} "
-                 f"(+ classifier {', '.join(self.classifier_missing)}, expected); unexpected {len(self.unexpected)}; "
-                 f"shape mismatches {len(self.shape_mismatches)}"]
+        lines = [f"{self.source}: format {self.format}, arch {self.arch}, epochs completed {epoch} "
+                 f"(weights in {self.location})"]
+        if self.epoch_note:
+            lines.append(f"  epochs: {self.epoch_note}")
+        if self.weights.get("prefix"):
+            lines.append(f"  weights: the {self.weights['role']} copy {self.weights['prefix']}.* "
+                         f"({self.weights['chosen_by']})")
+        for copy in self.copies:
+            if not copy["chosen"]:
+                same = "identical to the chosen copy" if copy["same_as_chosen"] else "differs from the chosen copy"
+                lines.append(f"  other copy: {copy['role']} {copy['prefix']}.* ({copy['what']}, {copy['tensors']} "
+                             f"tensors, {same}; --weights {copy['role']} or --weights {copy['prefix']})")
+        if self.reader:
+            lines.append(f"  read with {self.reader}")
+        if self.placeholders:
+            lines.append(f"  kept as inert placeholders (not weights, never imported or run): "
+                         f"{', '.join(self.placeholders)}")
+        lines.append(f"  used {len(self.used)} tensors; missing {len(self.missing)} (+ classifier "
+                     f"{', '.join(self.classifier_missing)}, expected); unexpected {len(self.unexpected)}; "
+                     f"shape mismatches {len(self.shape_mismatches)}")
         for reason, n in sorted(Counter(self.dropped.values()).items()):
             lines.append(f"  dropped {n} on purpose: {reason}")
         lines += [f"  wrote {kind}: {path}" for kind, path in self.outputs.items()]

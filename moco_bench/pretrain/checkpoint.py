@@ -8,7 +8,6 @@ these. Resuming also restores ``scheduler``, the per-rank RNG states (``rng``) a
 
 from __future__ import annotations
 
-import io
 import logging
 import random
 import re
@@ -17,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from moco_bench.core.atomic import atomic_write_bytes
+from moco_bench.core.atomic import atomic_torch_save
 from moco_bench.core.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -74,9 +73,7 @@ def save(path: Path, *, epoch: int, arch: str, model: torch.nn.Module, optimizer
         "rng": rng,
         "config": config,
     }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    atomic_torch_save(Path(path), state)
 
 
 def load_for_resume(path: Path, cfg_model) -> Dict[str, Any]:

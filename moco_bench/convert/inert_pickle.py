@@ -1,0 +1,266 @@
+"""An unpickler that rebuilds data and never imports or calls what a pickle names.
+
+Training frameworks save their own objects beside the weights (mmengine's ``HistoryBuffer``, OmegaConf
+configs, ``pathlib`` paths), and ``torch.load(weights_only=True)`` refuses such a file as a whole. This
+unpickler reads it anyway: tensors, storages, numpy arrays, containers and plain values are rebuilt by the
+checked functions of :mod:`moco_bench.convert.rebuild`; every other global becomes a :class:`Placeholder`
+that only records its name. Calling, constructing, filling or setting the state of a placeholder yields or
+updates another placeholder; nothing the pickle names is ever imported or called, and a value that is not
+a rebuilder is never called at all.
+
+It is the standard library's pure-Python unpickler with every opcode that could reach a callable or a
+method of a stack object replaced (GLOBAL, STACK_GLOBAL, INST, OBJ, EXT*, REDUCE, NEWOBJ, NEWOBJ_EX,
+BUILD, APPEND(S), SETITEM(S), ADDITEMS, out-of-band buffers); the opcodes kept only push literals and
+move values between the stack and the memo (``SAFE_STDLIB_OPCODES``, checked by a test).
+
+Globals that no checkpoint needs and that code-execution payloads use (``os.system``, ``builtins.eval``,
+``getattr(x, '__globals__')`` ...) are collected in :attr:`InertUnpickler.hostile`; the caller refuses
+such a file, although nothing in it ran.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import collections
+import io
+import pickle
+import struct
+from typing import Any, Callable
+
+from moco_bench.convert import rebuild
+
+# Globals whose only use in a pickle is to run commands or code, read or write files, or load more pickles.
+_HOSTILE_MODULES = frozenset({
+    "os", "posix", "nt", "subprocess", "_posixsubprocess", "sys", "importlib", "runpy", "shutil", "socket",
+    "ctypes", "marshal", "pickle", "_pickle", "dill", "cloudpickle", "code", "codeop", "pty", "webbrowser",
+    "multiprocessing", "signal", "pdb", "timeit", "asyncio", "io", "_io", "tempfile", "urllib", "http",
+    "ftplib", "smtplib", "telnetlib", "commands", "popen2", "ensurepip", "pip", "venv", "site", "shelve"})
+_HOSTILE_NAMES = frozenset({
+    "builtins.eval", "builtins.exec", "builtins.compile", "builtins.__import__", "builtins.open",
+    "builtins.breakpoint", "builtins.input", "builtins.setattr", "builtins.delattr", "builtins.globals",
+    "builtins.locals", "builtins.vars", "builtins.exit", "builtins.quit", "builtins.help",
+    "operator.attrgetter", "operator.methodcaller", "types.FunctionType", "types.CodeType",
+    "types.LambdaType", "types.MethodType", "types.ModuleType", "torch.load", "torch.serialization.load",
+    "torch.jit.load", "torch.hub.load", "torch.hub.load_state_dict_from_url", "torch.hub.download_url_to_file",
+    "numpy.load", "numpy.testing._private.utils.runstring"})
+# Attribute names a getattr chain reaches for on its way to a function that runs code.
+_HOSTILE_ATTRS = frozenset({"system", "popen", "eval", "exec", "compile", "execv", "execve", "execl", "spawnv",
+                            "check_output", "check_call", "Popen", "getoutput", "getstatusoutput", "loads",
+                            "runstring", "open", "import_module"})
+_GETATTR = "builtins.getattr"
+_SAFE_REFUSAL = (pickle.UnpicklingError, rebuild.RebuildError, TypeError, ValueError, KeyError, IndexError,
+                 AttributeError, EOFError, struct.error, UnicodeDecodeError, MemoryError, RecursionError,
+                 OverflowError)
+
+
+class Placeholder:
+    """Stands for an object of a class the pickle named: its name and what the pickle passed, for messages.
+
+    Attributes:
+        name: the global it comes from (``mmengine.logging.history_buffer.HistoryBuffer``).
+        is_global: the global itself (a class or function), not something made from it.
+        args, state, items: what REDUCE/NEWOBJ, BUILD and APPEND/SETITEM gave it, kept as data.
+        reason: why a rebuilder declined to build it, when it stands for one.
+    """
+
+    __slots__ = ("name", "is_global", "args", "state", "items", "reason")
+
+    def __init__(self, name: str, is_global: bool = False, args: tuple = (), reason: str = ""):
+        self.name, self.is_global, self.args, self.reason = name, is_global, args, reason
+        self.state, self.items = None, []
+
+    def __repr__(self) -> str:
+        return f"<placeholder {self.name}{'' if self.is_global else ' object'}>"
+
+
+def hostile_global(module: str, name: str) -> bool:
+    """A global that only code-execution payloads name (dunder attributes included)."""
+    parts = name.split(".")
+    if any(p.startswith("__") and p.endswith("__") for p in parts) and module not in ("copyreg", "copy_reg"):
+        return True
+    return module.split(".")[0] in _HOSTILE_MODULES or f"{module}.{name}" in _HOSTILE_NAMES
+
+
+# id -> (rebuilder, the global it stands for); looked up by identity, so no value of the pickle is hashed.
+_REBUILDERS_BY_ID = {id(fn): (fn, f"{module}.{name}") for (module, name), fn in rebuild.REBUILDERS.items()}
+
+
+class InertUnpickler(pickle._Unpickler):
+    """Reads one pickle; ``persistent_load`` resolves storage records through ``storage`` (torch files).
+
+    After :meth:`load`, ``placeholders`` holds every global rebuilt as a placeholder and ``hostile`` the
+    globals (and ``getattr`` names) that mark a code-execution payload.
+    """
+
+    def __init__(self, file: io.BufferedIOBase, storage: Callable[[tuple], Any] | None = None):
+        super().__init__(file, encoding="utf-8")
+        self._storage = storage
+        self._globals: dict[str, Placeholder] = {}
+        self.placeholders: set[str] = set()
+        self.hostile: list[str] = []
+
+    def load(self) -> Any:
+        try:
+            return super().load()
+        except pickle.UnpicklingError:
+            raise
+        except _SAFE_REFUSAL as e:
+            raise pickle.UnpicklingError(f"{type(e).__name__}: {e}") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        if self._storage is None:
+            raise pickle.UnpicklingError("a plain pickle has no storage records (persistent id found)")
+        return self._storage(pid)
+
+    def find_class(self, module: str, name: str) -> Any:  # never imports: a table lookup or a placeholder
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise pickle.UnpicklingError("a global's module and name must be strings")
+        if self.proto < 3:
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        known = rebuild.REBUILDERS.get((module, name), rebuild.VALUES.get((module, name)))
+        if known is not None:
+            return known
+        full = f"{module}.{name}"
+        if hostile_global(module, name) and full not in self.hostile:
+            self.hostile.append(full)
+        self.placeholders.add(full)
+        return self._globals.setdefault(full, Placeholder(full, is_global=True))
+
+    def _call(self, func: Any, args: Any) -> Any:
+        """REDUCE, NEWOBJ, INST, OBJ: a rebuilder runs, a placeholder yields a placeholder, nothing else is called."""
+        if type(args) is not tuple:
+            raise pickle.UnpicklingError(f"arguments must be a tuple, got {type(args).__name__}")
+        if isinstance(func, Placeholder):
+            if func.name == _GETATTR and len(args) == 2 and isinstance(args[1], str):
+                found = f"{_GETATTR}(..., {args[1]!r})"
+                if (hostile_global("builtins", args[1]) or args[1] in _HOSTILE_ATTRS) and found not in self.hostile:
+                    self.hostile.append(found)
+            return Placeholder(func.name, args=args)
+        fn, name = _REBUILDERS_BY_ID.get(id(func), (None, ""))
+        if fn is not func:
+            raise pickle.UnpicklingError(f"the pickle calls a {type(func).__name__}, which is not a rebuilder")
+        try:
+            return fn(*args)
+        except (rebuild.RebuildError, TypeError) as e:  # not plain data: kept as a placeholder saying why
+            self.placeholders.add(name)
+            return Placeholder(name, args=args, reason=str(e))
+
+    def load_global(self):
+        module = self.readline()[:-1].decode("utf-8")
+        name = self.readline()[:-1].decode("utf-8")
+        self.append(self.find_class(module, name))
+
+    def load_stack_global(self):
+        name = self.stack.pop()
+        module = self.stack.pop()
+        self.append(self.find_class(module, name))
+
+    def load_inst(self):
+        module = self.readline()[:-1].decode("ascii")
+        name = self.readline()[:-1].decode("ascii")
+        cls = self.find_class(module, name)
+        self.append(self._call(cls, tuple(self.pop_mark())))
+
+    def load_obj(self):
+        args = self.pop_mark()
+        cls = args.pop(0)
+        self.append(self._call(cls, tuple(args)))
+
+    def load_ext(self):
+        raise pickle.UnpicklingError("extension registry codes (EXT1/2/4) are not accepted")
+
+    def load_buffer(self):
+        raise pickle.UnpicklingError("out-of-band buffers are not accepted")
+
+    def load_reduce(self):
+        args = self.stack.pop()
+        self.stack[-1] = self._call(self.stack[-1], args)
+
+    def load_newobj(self):
+        args = self.stack.pop()
+        self.stack[-1] = self._call(self.stack[-1], args)
+
+    def load_newobj_ex(self):
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        if kwargs and not isinstance(self.stack[-1], Placeholder):
+            raise pickle.UnpicklingError("keyword arguments are accepted only for placeholders")
+        self.stack[-1] = self._call(self.stack[-1], args)
+
+    def load_build(self):
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if isinstance(inst, Placeholder):
+            inst.state = state
+            return
+        try:
+            built = rebuild.build(inst, state)
+        except rebuild.RebuildError as e:  # not plain data (a string or structured array): a placeholder
+            name = f"{type(inst).__module__}.{type(inst).__qualname__}"
+            self.placeholders.add(name)
+            self._replace(inst, Placeholder(name, reason=str(e)))
+            return
+        if not built:
+            raise pickle.UnpicklingError(f"cannot set the state of a {type(inst).__name__}")
+
+    def _replace(self, old: Any, new: Placeholder) -> None:
+        """Put ``new`` wherever the stack and the memo hold ``old`` (an object BUILD could not complete)."""
+        self.stack[-1] = new
+        for index, value in list(self.memo.items()):
+            if value is old:
+                self.memo[index] = new
+
+    def _fill(self, kind: type, items: list, add: Callable[[Any, list], None]) -> None:
+        target = self.stack[-1]
+        if isinstance(target, Placeholder):
+            target.items.extend(items)
+        elif type(target) in kind:
+            add(target, items)
+        else:
+            raise pickle.UnpicklingError(f"cannot add items to a {type(target).__name__}")
+
+    def load_append(self):
+        self._fill((list,), [self.stack.pop()], list.extend)
+
+    def load_appends(self):
+        self._fill((list,), self.pop_mark(), list.extend)
+
+    def load_setitem(self):
+        value = self.stack.pop()
+        key = self.stack.pop()
+        self._fill((dict, collections.OrderedDict), [key, value], _set_pairs)
+
+    def load_setitems(self):
+        self._fill((dict, collections.OrderedDict), self.pop_mark(), _set_pairs)
+
+    def load_additems(self):
+        self._fill((set,), self.pop_mark(), set.update)
+
+    _REPLACED = {
+        pickle.GLOBAL: load_global, pickle.STACK_GLOBAL: load_stack_global, pickle.INST: load_inst,
+        pickle.OBJ: load_obj, pickle.EXT1: load_ext, pickle.EXT2: load_ext, pickle.EXT4: load_ext,
+        pickle.REDUCE: load_reduce, pickle.NEWOBJ: load_newobj, pickle.NEWOBJ_EX: load_newobj_ex,
+        pickle.BUILD: load_build, pickle.APPEND: load_append, pickle.APPENDS: load_appends,
+        pickle.SETITEM: load_setitem, pickle.SETITEMS: load_setitems, pickle.ADDITEMS: load_additems,
+        pickle.NEXT_BUFFER: load_buffer, pickle.READONLY_BUFFER: load_buffer,
+    }
+    dispatch = {**pickle._Unpickler.dispatch, **{op[0]: fn for op, fn in _REPLACED.items()}}
+
+
+def _set_pairs(target: dict, items: list) -> None:
+    if len(items) % 2:
+        raise pickle.UnpicklingError("SETITEMS needs key/value pairs")
+    for i in range(0, len(items), 2):
+        target[items[i]] = items[i + 1]
+
+
+# The standard library's handlers kept as they are: each only reads literals or moves stack/memo values.
+SAFE_STDLIB_OPCODES = frozenset(
+    op for op, fn in InertUnpickler.dispatch.items() if fn is pickle._Unpickler.dispatch.get(op))
+
+
+def inert_loads(data: bytes) -> tuple[Any, InertUnpickler]:
+    """Unpickle ``data`` (a plain pickle) inertly; returns the object and the unpickler's findings."""
+    unpickler = InertUnpickler(io.BytesIO(data))
+    return unpickler.load(), unpickler
