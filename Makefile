@@ -7,7 +7,7 @@ SUITE ?= paper
 OUT ?= results/runs
 CONFIG ?= pretrain/mocov2_demo_fmnist.yaml
 
-.PHONY: setup test lint demo pretrain eval-all tables bench data clean-data
+.PHONY: setup test lint demo pretrain eval-all tables bench data
 
 setup: $(STAMP)
 
@@ -33,7 +33,7 @@ pretrain: $(STAMP)
 
 eval-all: $(STAMP)
 	@test -n "$(CKPT)" || { echo "usage: make eval-all CKPT=path/to/checkpoint [SUITE=paper|quick|demo] [OUT=results/runs]"; exit 2; }
-	$(PY) -m moco_bench eval-all $(CKPT) --suite suites/$(SUITE).yaml --out $(OUT)
+	$(PY) -m moco_bench eval-all "$(CKPT)" --suite suites/$(SUITE).yaml --out "$(OUT)"
 
 tables: $(STAMP)
 	$(PY) -m moco_bench tables $(OUT) --published -o results/report

@@ -25,13 +25,14 @@ from torch.utils.data import Subset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from moco_bench import evaluators  # noqa: E402
 from moco_bench.convert import load_backbone  # noqa: E402
-from moco_bench.core.config import load_config  # noqa: E402
 from moco_bench.data.embedded import build_imagefolder, build_minivoc  # noqa: E402
-from moco_bench.evaluators import knn, svm  # noqa: E402
+from moco_bench.data.readers import open_split  # noqa: E402
+from moco_bench.data.transforms import eval_size, eval_transform  # noqa: E402
 from moco_bench.evaluators.base import EvalContext  # noqa: E402
-from moco_bench.evaluators.frozen.features import build_transform, open_dataset  # noqa: E402
 from moco_bench.evaluators.frozen.features import extract as extract_features  # noqa: E402
+from moco_bench.evaluators.schema import load_evaluation  # noqa: E402
 from moco_bench.models.taps import FeatureTaps  # noqa: E402
 
 SETTINGS = {"fp32": ("fp32", False), "channels_last": ("fp32", True), "bf16": ("bf16", False),
@@ -39,10 +40,10 @@ SETTINGS = {"fp32": ("fp32", False), "channels_last": ("fp32", True), "bf16": ("
 
 
 def throughput(arch, config, voc, n, batch, repeats, tmp):
-    classes = ",".join(load_config(REPO / "evaluate/demo/voc07_svm.yaml").data.classes)
-    cfg = load_config(REPO / config, [f"data.root={voc}", f"data.classes=[{classes}]"])
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    dataset = Subset(open_dataset(data, "test", build_transform(OmegaConf.to_container(cfg.transform))), range(n))
+    classes = ",".join(load_evaluation(REPO / "evaluate/demo/voc07_svm.yaml").data.classes)
+    cfg = load_evaluation(REPO / config, [f"data.root={voc}", f"data.classes=[{classes}]", "data.expect=null"])
+    data, t = OmegaConf.to_container(cfg.data, resolve=True), OmegaConf.to_container(cfg.transform)
+    dataset = Subset(open_split(data, "test", eval_transform(t["test"], t["mean"], t["std"])), range(n))
     pooling = OmegaConf.to_container(cfg.features.pooling)
     best = {name: float("inf") for name in SETTINGS}
     for _ in range(repeats):
@@ -53,7 +54,7 @@ def throughput(arch, config, voc, n, batch, repeats, tmp):
                              batch_size=batch, workers=1, device="cpu", precision=precision,
                              channels_last=channels_last, desc=name)
             best[name] = min(best[name], time.perf_counter() - t0)
-    size = cfg.transform.square or cfg.transform.crop
+    size = eval_size(cfg.transform.test)
     line = ", ".join(f"{name} {n / t:.1f}" for name, t in best.items())
     print(f"{arch} {size}px feature5, batch {batch}, {n} images, images/s: {line}; "
           f"channels_last+bf16 / fp32 = {best['fp32'] / best['channels_last+bf16']:.2f}x")
@@ -61,14 +62,14 @@ def throughput(arch, config, voc, n, batch, repeats, tmp):
 
 def metric_change(ckpt, voc, folder, tmp):
     backbone = load_backbone(ckpt)
-    for name, evaluate, config, root in (("VOC07 SVM (demo)", svm.voc07_svm, "evaluate/demo/voc07_svm.yaml", voc),
-                                         ("kNN (demo)", knn.knn, "evaluate/demo/imagenet_knn.yaml", folder)):
+    for name, config, root in (("VOC07 SVM (demo)", "evaluate/demo/voc07_svm.yaml", voc),
+                               ("kNN (demo)", "evaluate/demo/imagenet_knn.yaml", folder)):
         out = {}
         for setting, extra in (("fp32", []), ("channels_last+bf16", ["features.precision=bf16",
                                                                      "features.channels_last=true"])):
-            cfg = load_config(REPO / config, [f"data.root={root}", *extra])
+            cfg = load_evaluation(REPO / config, [f"data.root={root}", *extra])
             ctx = EvalContext(out_dir=Path(tmp) / "out", cache_dir=Path(tmp) / "cache", workers=2)
-            out[setting] = evaluate(backbone, cfg, ctx).metrics
+            out[setting] = evaluators.get(cfg.evaluator)(backbone, cfg, ctx).metrics
             print(f"{name} {setting}: " + ", ".join(f"{k} {v:.2f}" for k, v in out[setting].items()))
         print(f"{name} change (bf16 - fp32): " + ", ".join(
             f"{k} {out['channels_last+bf16'][k] - v:+.2f}" for k, v in out["fp32"].items()))

@@ -27,10 +27,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from moco_bench.core.config import load_config  # noqa: E402
 from moco_bench.evaluators.frozen.knn import knn_multi_k, peak_rss_mib  # noqa: E402
+from moco_bench.evaluators.schema import load_evaluation  # noqa: E402
 
-KNN = load_config(REPO / "evaluate/imagenet_knn.yaml").knn
+KNN = load_evaluation(REPO / "evaluate/imagenet_knn.yaml").knn
 KS, T = [int(k) for k in KNN.k], float(KNN.temperature)
 
 

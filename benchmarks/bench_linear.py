@@ -32,17 +32,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from moco_bench.convert import load_backbone  # noqa: E402
-from moco_bench.core.config import load_config  # noqa: E402
+from moco_bench.core.distributed import DistEnv  # noqa: E402
 from moco_bench.data.embedded import build_imagefolder  # noqa: E402
-from moco_bench.evaluators import linear  # noqa: E402
 from moco_bench.evaluators.base import EvalContext  # noqa: E402
+from moco_bench.evaluators.linear import linear  # noqa: E402
 from moco_bench.evaluators.linear.heads import Heads, linear_layer, stage_channels  # noqa: E402
-from moco_bench.evaluators.linear.train import DistInfo, TrainConfig, train_heads  # noqa: E402
+from moco_bench.evaluators.linear.train import LinearRun, TrainConfig, train_heads  # noqa: E402
+from moco_bench.evaluators.schema import load_evaluation  # noqa: E402
 from moco_bench.models.taps import FeatureTaps  # noqa: E402
 
 LAYERS = ["feature1", "feature2", "feature3", "feature4", "feature5"]
-FAST = ("amp=true", "channels_last=true")
-PLAIN = ("amp=false", "channels_last=false")
+FAST = ("features.precision=bf16", "features.channels_last=true")
+PLAIN = ("features.precision=fp32", "features.channels_last=false")
 
 
 def clock(device: torch.device) -> float:
@@ -66,10 +67,10 @@ class Setting:
         stamps = []
         heads.register_forward_pre_hook(lambda m, _: stamps.append(clock(self.di.device)) if m.training else None)
         with tempfile.TemporaryDirectory() as out:
-            train_heads(extract=self.extract, heads=heads, backbone=self.model, reference=self.reference,
-                        train_set=self.train, val_set=self.val, tc=TrainConfig.from_config(self.cfg), num_classes=1000,
-                        out_dir=Path(out), di=self.di, workers=0, fingerprint="bench", source="bench",
-                        stage=EvalContext(out_dir=Path(out), cache_dir=Path(out)).stage)
+            train_heads(LinearRun(extract=self.extract, heads=heads, backbone=self.model, reference=self.reference,
+                                  train_set=self.train, val_set=self.val, tc=TrainConfig.from_config(self.cfg),
+                                  num_classes=1000, out_dir=Path(out), env=self.di, workers=0, fingerprint="bench",
+                                  source="bench", stage=EvalContext(out_dir=Path(out), cache_dir=Path(out)).stage))
         self.steps += [b - a for a, b in zip(stamps, stamps[1:])]
 
     @property
@@ -77,17 +78,19 @@ class Setting:
         return min(self.steps)
 
 
-def protocol_setup(args, root: Path, di: DistInfo, *overrides: str):
+def protocol_setup(args, root: Path, di: DistEnv, *overrides: str):
     """imagenet_mhead_linear.yaml at the benchmark's arch/size/batch, heads 1000-way, on the embedded images."""
-    cfg = load_config(REPO / "evaluate" / "imagenet_mhead_linear.yaml", [
-        f"arch={args.arch}", f"data.root={root}", "data.num_classes=10", f"optim.batch_size={args.batch}",
-        "schedule.epochs=1", f"transforms.train.crop={args.size}", f"transforms.val.resize={args.size}",
-        f"transforms.val.crop={args.size}", *overrides])
-    cfg_heads = copy.deepcopy(cfg)
-    cfg_heads.data.num_classes = 1000  # the protocol's head size; the 10 embedded labels are a subset
-    model, reference, taps, heads = linear._mhead(load_backbone(f"random:{args.arch}"), cfg_heads, di)
+    cfg = load_evaluation(REPO / "evaluate" / "imagenet_mhead_linear.yaml", [
+        f"arch={args.arch}", f"data.root={root}", "data.classes=10", "data.expect=null",
+        f"optim.batch_size={args.batch}", "schedule.epochs=1", f"transform.train.crop={args.size}",
+        f"transform.test.resize={args.size}", f"transform.test.crop={args.size}", *overrides])
     train, val = linear.build_datasets(cfg)
-    return cfg, model, reference, taps, heads, Subset(train, range(args.batch * args.steps)), Subset(val, range(1))
+    train, val = Subset(train, range(args.batch * args.steps)), Subset(val, range(1))
+    cfg_heads = copy.deepcopy(cfg)
+    cfg_heads.data.classes = 1000  # the protocol's head size; the 10 embedded labels are a subset
+    ctx = EvalContext(out_dir=Path("unused"), cache_dir=Path("unused"), workers=0)
+    run = linear.linear_run(load_backbone(f"random:{args.arch}"), cfg_heads, ctx, di, train, val)
+    return cfg, run.backbone, run.reference, run.extract, run.heads, train, val
 
 
 def alternate(settings, repeats: int) -> None:
@@ -96,7 +99,7 @@ def alternate(settings, repeats: int) -> None:
             s.run()
 
 
-def bench_multihead(args, root: Path, di: DistInfo) -> bool:
+def bench_multihead(args, root: Path, di: DistEnv) -> bool:
     cfg, model, reference, taps, heads, train, val = protocol_setup(args, root, di)
     pooling = linear.resolved(cfg)["features"]["pooling"]
     single = {layer: Setting(cfg, model, reference, FeatureTaps(model, [layer], {layer: pooling[layer]}),
@@ -118,7 +121,7 @@ def bench_multihead(args, root: Path, di: DistInfo) -> bool:
     return ok
 
 
-def bench_precision(args, root: Path, di: DistInfo) -> None:
+def bench_precision(args, root: Path, di: DistEnv) -> None:
     settings = {}
     for label, flags in (("fp32", PLAIN), ("channels_last + amp", FAST)):
         cfg, model, reference, _, _, train, val = protocol_setup(args, root, di, *flags)
@@ -126,7 +129,7 @@ def bench_precision(args, root: Path, di: DistInfo) -> None:
         extract = lambda x, m=model: {"gap": m(x)}  # noqa: E731 - main_lincls: fc on the pooled feature
         settings[label] = Setting(cfg, model, reference, extract, heads, train, val, di)
     alternate(list(settings.values()), args.repeats)
-    amp = "bf16" if di.device.type == "cpu" else "fp16"
+    amp = "bf16"
     print(f"\n## channels_last + {amp} autocast vs fp32 (main_lincls fc, {args.arch}, {args.size} px, "
           f"batch {args.batch}, {di.device})")
     for label, s in settings.items():
@@ -135,10 +138,10 @@ def bench_precision(args, root: Path, di: DistInfo) -> None:
     top1 = {}
     backbone = load_backbone("random:resnet18")
     for label, flags in (("fp32", PLAIN), ("channels_last + amp", FAST)):
-        cfg = load_config(REPO / "evaluate" / "demo" / "imagenet_mhead_linear.yaml", [f"data.root={root}", *flags])
+        cfg = load_evaluation(REPO / "evaluate" / "demo" / "imagenet_mhead_linear.yaml", [f"data.root={root}", *flags])
         with tempfile.TemporaryDirectory() as out:
             ctx = EvalContext(out_dir=Path(out), cache_dir=Path(out), device=str(di.device), workers=0)
-            top1[label] = linear.mhead_linear(backbone, cfg, ctx).metrics
+            top1[label] = linear.EVALUATORS.get("mhead_linear")(backbone, cfg, ctx).metrics
     print(f"\ntop-1 after evaluate/demo/imagenet_mhead_linear.yaml ({cfg.schedule.epochs} epochs, random-init "
           "ResNet-18, 32 px, 1000 train images, same seed):")
     for layer in LAYERS:
@@ -156,7 +159,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads on CPU (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
-    di = DistInfo(0, 1, torch.device(args.device))
+    di = DistEnv(0, 1, 0, torch.device(args.device))
     if di.device.type == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
     unit = "CPU s" if di.device.type == "cpu" else "s"

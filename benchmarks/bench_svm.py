@@ -29,11 +29,11 @@ from joblib import Parallel, delayed
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from moco_bench.core.config import load_config  # noqa: E402
 from moco_bench.evaluators.frozen.ap import average_precision  # noqa: E402
 from moco_bench.evaluators.frozen.svm import SVMParams, l2_normalize, voc07_svm_on_features  # noqa: E402
+from moco_bench.evaluators.schema import load_evaluation  # noqa: E402
 
-CFG = load_config(REPO / "evaluate/voc07_svm.yaml")
+CFG = load_evaluation(REPO / "evaluate/voc07_svm.yaml")
 COSTS = [float(c) for c in CFG.svm.costs]
 # VOC07 trainval images per class (aeroplane .. tvmonitor) / 5011: the class imbalance of the real task
 VOC_FREQ = np.array([238, 243, 330, 181, 244, 186, 713, 337, 445, 141, 200, 421, 287, 245, 2008, 245, 96, 229, 261,
@@ -90,7 +90,7 @@ def cached_features(ckpt: str, n: int, tmp: Path):
     from moco_bench.evaluators.frozen.features import load_split
 
     voc = build_minivoc(tmp / "minivoc", n_trainval=n, n_test=n)
-    cfg = load_config(REPO / "evaluate/demo/voc07_svm.yaml", [f"data.root={voc}"])
+    cfg = load_evaluation(REPO / "evaluate/demo/voc07_svm.yaml", [f"data.root={voc}"])
     backbone = load_backbone(ckpt)
     train, test = (load_split(backbone, cfg, tmp / "features", s, workers=1) for s in ("trainval", "test"))
     return (np.array(train.features["feature5"]), train.labels, np.array(test.features["feature5"]), test.labels,

@@ -27,7 +27,8 @@ def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List
     """Run the demo into ``out``; returns the report's path. ``data`` gives embedded-dataset sizes by name."""
     from moco_bench.core.paths import project_file
     from moco_bench.data import embedded
-    from moco_bench.engine.suite import eval_all, load_suite
+    from moco_bench.engine.eval_all import eval_all
+    from moco_bench.engine.suite import load_suite
     from moco_bench.pretrain.schema import load_recipe
     from moco_bench.pretrain.train import pretrain
     from moco_bench.results.report import write_report

@@ -4,7 +4,7 @@
 detectron2 is not on PyPI. The official source (GitHub) is used when it can be reached: it builds the
 C++/CUDA ops. Otherwise PyPI's ``pb1-detectron2==0.6`` sdist (detectron2 0.6 without its C++ sources)
 is downloaded, unpacked, patched by a small compatibility step (``PATCHES`` below, each with its
-reason) and installed. scripts/DETECTRON2_INSTALL.md explains the step and what needs the C++ ops.
+reason) and installed. README.md (section "detectron2") explains the step and what needs the C++ ops.
 
 Usage: .venv/bin/python scripts/install_detectron2.py [--source auto|official|pypi] [--force]
 

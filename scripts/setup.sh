@@ -39,7 +39,7 @@ if [ ! -d /usr/share/doc/labelme-examples ] && ! dpkg -s labelme-examples >/dev/
   apt_install labelme-examples || echo "note: labelme-examples not installed; its VOC reader test will be skipped"
 fi
 # detectron2: official source where reachable, else PyPI's pb1-detectron2 sdist with a small compatibility
-# step (scripts/DETECTRON2_INSTALL.md). A no-op when it is already installed.
+# step (README.md, section "detectron2"). A no-op when it is already installed.
 .venv/bin/python scripts/install_detectron2.py
 # deepforest ships aerial images with real VOC-XML tree boxes (deepforest/data/); installed without its
 # dependencies and never imported, only read as data by the detection tests.

@@ -186,7 +186,7 @@ def test_detectron2_keys_follow_moco_rules(arch, depths, convs, shortcut_stages,
 
 
 def test_detectron2_checkpointer_loads_every_backbone_weight(r50_checkpoints, tmp_path):
-    pytest.importorskip("detectron2", reason="detectron2 is not installed (see ../shared/DETECTRON2.md)")
+    pytest.importorskip("detectron2", reason="detectron2 is not installed (scripts/install_detectron2.py)")
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
@@ -195,7 +195,7 @@ def test_detectron2_checkpointer_loads_every_backbone_weight(r50_checkpoints, tm
     pkl = write_detectron2(converted, tmp_path / "moco.pkl")
     cfg = get_cfg()  # detectron2's defaults are the R50-C4 Faster R-CNN (Res5ROIHeads)
     cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.BACKBONE.FREEZE_AT = 0  # transfer configs train every BN layer (../shared/PROTOCOLS.md)
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0  # transfer configs train every BN layer (evaluate/detectron2/Base-RCNN-C4-BN.yaml)
     cfg.MODEL.RESNETS.NORM = "BN"
     cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
     model = build_model(cfg)

@@ -9,7 +9,8 @@ import pytest
 
 from moco_bench.cli import main
 from moco_bench.core.errors import ConfigError
-from moco_bench.engine.suite import eval_all, load_suite
+from moco_bench.engine.eval_all import eval_all
+from moco_bench.engine.suite import load_suite
 from moco_bench.results.store import read_result
 
 KNN_DEMO = Path(__file__).resolve().parents[1] / "evaluate" / "demo" / "imagenet_knn.yaml"
@@ -78,7 +79,29 @@ def test_suite_errors_before_anything_runs(tmp_path):
 def test_slurm_launcher_through_submitit_debug_executor(imagefolder_root, tmp_path):
     suite = load_suite(_suite(tmp_path, ["name=knn_job1", "'name=knn_job2','knn.k=[3]'"]))
     rows = eval_all(CKPT, suite, out_root=tmp_path / "runs", launcher="slurm",
-                    slurm={"cluster": "debug", "folder": tmp_path / "logs", "timeout_min": 10})
+                    slurm={"cluster": "debug", "folder": tmp_path / "logs"})
     assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["note"].startswith("job ") for r in rows)
     folder = next((tmp_path / "runs").iterdir())
     assert read_result(folder / "knn_job2.json")["metrics"].keys() == {"top1@k3", "top5@k3"}
+
+
+def test_one_launcher_sizes_jobs_by_their_resources(imagefolder_root, tmp_path, monkeypatch):
+    """The linear heads ask for 2 GPUs: submitit's local executor starts 2 processes (one per GPU, gloo here on the
+    CPU) that train the heads together; kNN asks for one process. eval-all under torchrun is refused."""
+    linear = Path(__file__).resolve().parents[1] / "evaluate" / "demo" / "imagenet_linear.yaml"
+    suite_path = tmp_path / "suite.yaml"
+    suite_path.write_text(
+        f"version: 1\nname: launch\nevaluations:\n"
+        f"  - config: {linear}\n    overrides: [resources.gpus=2, resources.cpus=2, optim.batch_size=64, "
+        f"schedule.epochs=1, 'schedule.milestones=[1]']\n"
+        f"  - config: {KNN_DEMO}\n    overrides: ['knn.k=[5]']\n")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    rows = eval_all(CKPT, load_suite(suite_path), out_root=tmp_path / "runs", launcher="slurm", workers=0,
+                    slurm={"cluster": "local", "folder": tmp_path / "jobs"})
+    assert [r["status"] for r in rows] == ["ok", "ok"], rows
+    assert rows[0]["note"].endswith("2 process(es)") and rows[1]["note"].endswith("1 process(es)")
+    record = read_result(next((tmp_path / "runs").iterdir()) / "linear_demo.json")
+    assert record["details"]["world_size"] == 2 and record["details"]["batch_per_rank"] == 32
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="not under torchrun"):
+        eval_all(CKPT, load_suite(suite_path), out_root=tmp_path / "runs2")

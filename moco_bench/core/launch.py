@@ -1,4 +1,4 @@
-"""SLURM jobs through submitit, for pretraining and evaluations.
+"""Jobs through submitit, for pretraining and evaluations: SLURM, or local processes on this machine.
 
 :func:`submit` sends a :class:`DistributedJob` as one job of ``nodes`` x ``tasks_per_node`` tasks (one task per
 GPU). Each task exports torch.distributed's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
@@ -79,3 +79,15 @@ def submit(job: Callable[[], Any], *, folder: str | Path, nodes: int = 1, gpus_p
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)  # creates the folder: after every check
     executor.update_parameters(**params)
     return executor.submit(job)
+
+
+def evaluation_request(gpus: int, cpus: int, timeout_min: int, per_gpu_processes: bool) -> dict:
+    """:func:`submit` keywords for one evaluation's ``resources`` block.
+
+    A protocol that runs one process per GPU (the linear heads: DDP) gets one task per GPU, each with its share
+    of the CPUs; one that starts its own processes (detectron2's launcher) or needs one (frozen features) gets
+    one task holding every GPU it asks for. ``gpus: 0`` is a CPU-only job.
+    """
+    tasks = max(gpus, 1) if per_gpu_processes else 1
+    return {"nodes": 1, "gpus_per_node": gpus, "tasks_per_node": tasks, "cpus_per_task": max(1, cpus // tasks),
+            "timeout_min": timeout_min}

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
+WEIGHTS_HELP = ("which copy of the network to evaluate when the file holds several (model, ema, teacher, student, "
+                "momentum, or a key prefix; moco-bench convert's report lists them); default: the format's own")
 
 
 def announce_device(requested: str) -> str:
@@ -22,7 +24,7 @@ def _eval(args) -> int:
 
     overrides = list(args.overrides) + ([f"trials={args.trials}"] if args.trials is not None else [])
     record = evaluate_checkpoint(args.checkpoint, args.config, overrides, out_root=args.out, force=args.force,
-                                 device=announce_device(args.device), workers=args.workers)
+                                 device=announce_device(args.device), workers=args.workers, weights=args.weights)
     metrics = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
     print(f"{record['evaluation']['name']}: {record['status']}" + (f" ({metrics})" if metrics else ""))
     if record["status"] != "ok":
@@ -33,16 +35,13 @@ def _eval(args) -> int:
 def _eval_all(args) -> int:
     import pandas as pd
 
-    from moco_bench.engine.suite import eval_all, load_suite
+    from moco_bench.engine.eval_all import eval_all
+    from moco_bench.engine.suite import load_suite
 
     suite = load_suite(args.suite, args.overrides)
-    slurm = {"cluster": args.slurm_cluster, "timeout_min": args.timeout_min, "gpus_per_node": args.gpus_per_node,
-             "slurm_partition": args.partition} if args.launcher == "slurm" else None
-    if slurm and args.slurm_cluster in ("local", "debug"):
-        slurm.pop("slurm_partition")
+    slurm = {"cluster": args.slurm_cluster, "partition": args.partition}
     rows = eval_all(args.checkpoint, suite, out_root=args.out, force=args.force, device=announce_device(args.device),
-                    workers=args.workers, launcher=args.launcher, slurm={k: v for k, v in (slurm or {}).items()
-                                                                         if v is not None})
+                    workers=args.workers, launcher=args.launcher, slurm=slurm, weights=args.weights)
     print(f"\nsuite {suite.name} on {args.checkpoint}:")
     print(pd.DataFrame(rows).fillna("").to_markdown(index=False, disable_numparse=True))
     failed = [r["evaluation"] for r in rows if r["status"] == "failed"]
@@ -61,6 +60,7 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace a finished result")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers and parallel jobs")
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument("--trials", type=int, default=None,
                    help="independent runs (seeds) reported as mean and std, for protocols with a 'trials' key")
     p.set_defaults(func=_eval)
@@ -75,9 +75,9 @@ def register(sub) -> None:
     a.add_argument("--device", default="auto", help=DEVICE_HELP)
     a.add_argument("--workers", type=int, default=2, help="DataLoader workers and parallel jobs")
     a.add_argument("--launcher", choices=["local", "slurm"], default="local",
-                   help="local: in this process; slurm: one submitit job per evaluation")
+                   help="local: this machine (a per-GPU protocol gets a process per GPU it asks for); slurm: one "
+                        "submitit job per evaluation, sized by its config's resources block (GPUs, CPUs, time)")
     a.add_argument("--partition", default=None, help="SLURM partition")
-    a.add_argument("--gpus-per-node", type=int, default=None)
-    a.add_argument("--timeout-min", type=int, default=24 * 60)
+    a.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     a.add_argument("--slurm-cluster", default=None, help=argparse.SUPPRESS)  # submitit's local/debug, for tests
     a.set_defaults(func=_eval_all)

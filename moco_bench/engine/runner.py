@@ -105,10 +105,12 @@ def run_evaluation(
     return record
 
 
-def evaluate_checkpoint(ckpt: str, config: str, overrides: Optional[Iterable[str]] = None, **kwargs) -> dict:
-    """Load ``ckpt`` with the converter, then :func:`run_evaluation` under ``config`` + ``overrides``."""
+def evaluate_checkpoint(ckpt: str, config: str, overrides: Optional[Iterable[str]] = None,
+                        weights: Optional[str] = None, **kwargs) -> dict:
+    """Load ``ckpt`` (its copy ``weights``) with the converter, then :func:`run_evaluation` under ``config`` +
+    ``overrides``."""
     from moco_bench.convert import load_backbone
 
     cfg = load_evaluation(config, overrides)
     check_config(cfg)
-    return run_evaluation(load_backbone(ckpt), cfg, **kwargs)
+    return run_evaluation(load_backbone(ckpt, weights=weights), cfg, **kwargs)

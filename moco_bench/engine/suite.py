@@ -1,4 +1,4 @@
-"""Suites and eval-all: every evaluation of a suite on one checkpoint, resumable, failures isolated.
+"""Suites: which evaluations a run of eval-all makes (``moco_bench.engine.eval_all`` runs them).
 
 A suite (``suites/*.yaml``) lists evaluations by their ``evaluate/`` config and overrides::
 
@@ -9,15 +9,12 @@ A suite (``suites/*.yaml``) lists evaluations by their ``evaluate/`` config and 
         overrides: [svm.workers=2]
 
 All configs are loaded and checked before anything runs, so a typo fails in a second, not after the first
-hour. The checkpoint is converted once; evaluations over the same frozen features share the feature cache.
-A finished result is skipped (an interrupted run resumes), a failing evaluation is recorded and the
-others go on, and a missing dataset or optional library is reported as skipped with its reason.
+hour.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -27,9 +24,8 @@ from omegaconf import DictConfig, ListConfig
 from moco_bench.core.config import load_config
 from moco_bench.core.errors import ConfigError
 from moco_bench.core.paths import project_file
-from moco_bench.engine.runner import check_config, checkpoint_id, run_evaluation
+from moco_bench.engine.runner import check_config
 from moco_bench.evaluators.schema import load_evaluation
-from moco_bench.results.store import is_finished, read_result
 
 log = logging.getLogger(__name__)
 
@@ -83,75 +79,3 @@ def load_suite(path: Path | str, extra_overrides: Optional[List[str]] = None) ->
         names.add(cfg.name)
         entries.append(SuiteEntry(config_path, overrides, cfg))
     return Suite(str(raw.get("name", path.stem)), path, entries)
-
-
-def _run_one(checkpoint: str, config_path: str, overrides: List[str], out_root: str, force: bool, device: str,
-             workers: int) -> dict:
-    """One evaluation in its own process (a SLURM job): convert, evaluate, write the record."""
-    from moco_bench.convert import load_backbone
-
-    cfg = load_evaluation(config_path, overrides)
-    return run_evaluation(load_backbone(checkpoint), cfg, out_root=out_root, force=force, device=device,
-                          workers=workers)
-
-
-def eval_all(checkpoint: str, suite: Suite, out_root: Path | str = "results/runs", force: bool = False,
-             device: str = "cpu", workers: int = 2, launcher: str = "local", slurm: Optional[dict] = None
-             ) -> List[dict]:
-    """Run every evaluation of ``suite``; returns one summary row per evaluation.
-
-    ``launcher``: ``local`` runs in this process; ``slurm`` submits one submitit job per evaluation (an
-    array), and ``slurm["cluster"]`` may name submitit's ``local`` or ``debug`` executors for testing.
-    """
-    from moco_bench.convert import load_backbone
-
-    backbone = load_backbone(checkpoint)
-    out_dir = Path(out_root) / checkpoint_id(backbone)
-    summary, todo = [], []
-    for entry in suite.entries:
-        result_path = out_dir / f"{entry.name}.json"
-        if not force and is_finished(result_path):
-            summary.append(_row(entry.name, read_result(result_path), note="already done"))
-        else:
-            todo.append(entry)
-    if launcher == "local":
-        for entry in todo:
-            t0 = time.perf_counter()
-            log.info("== %s (%s)", entry.name, entry.config_path)
-            record = run_evaluation(backbone, entry.cfg, out_root=out_root, force=force, device=device,
-                                    workers=workers)
-            summary.append(_row(entry.name, record, seconds=time.perf_counter() - t0))
-    elif launcher == "slurm":
-        summary += _submit(checkpoint, todo, out_root, force, device, workers, dict(slurm or {}))
-    else:
-        raise ConfigError(f"unknown launcher {launcher!r} (local or slurm)")
-    return summary
-
-
-def _submit(checkpoint, entries, out_root, force, device, workers, slurm: dict) -> List[dict]:
-    import submitit
-
-    from moco_bench.core.launch import job_script_value
-
-    folder = job_script_value("job folder", Path(slurm.pop("folder", Path(out_root) / "slurm_logs")).absolute(),
-                              path=True)
-    cluster = slurm.pop("cluster", None)
-    params = {k: v if isinstance(v, (int, float)) else job_script_value(k, v) for k, v in slurm.items()}
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    executor.update_parameters(**params)
-    with executor.batch():
-        jobs = [executor.submit(_run_one, str(checkpoint), str(e.config_path), e.overrides, str(out_root), force,
-                                device, workers) for e in entries]
-    rows = []
-    for entry, job in zip(entries, jobs):
-        log.info("submitted %s as job %s", entry.name, job.job_id)
-        rows.append(_row(entry.name, job.result(), note=f"job {job.job_id}"))
-    return rows
-
-
-def _row(name: str, record: dict, seconds: float | None = None, note: str = "") -> dict:
-    metrics = record.get("metrics", {})
-    shown = ", ".join(f"{k} {v:.2f}" for k, v in list(metrics.items())[:4])
-    reason = (record.get("error") or "").splitlines()[0] if record.get("error") else ""
-    return {"evaluation": name, "status": record["status"], "metrics": shown, "reason": reason,
-            "seconds": round(seconds, 1) if seconds is not None else None, "note": note}

@@ -1,7 +1,9 @@
 """The schema every evaluation config shares, the blocks protocol families reuse, and the registry of schemas.
 
 A protocol family (a subpackage of ``moco_bench.evaluators``) declares, in its light ``schema`` module, one
-schema per evaluator it implements and the module that registers the evaluator's function::
+schema per evaluator it implements, the module that registers the evaluator's function, and whether it runs one
+process per GPU (DDP, as the linear heads) or one process (which may start its own, as detectron2's launcher
+does)::
 
     register_schema("knn", KNNEvaluation, "moco_bench.evaluators.frozen.knn")
 
@@ -26,13 +28,14 @@ NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # result files and job names are made from
 class EvaluatorSpec(NamedTuple):
     schema: type
     module: str
+    per_gpu_processes: bool  # one process per GPU (DDP), as torchrun starts them; else one process
 
 
 SCHEMAS = Registry("evaluator")
 
 
-def register_schema(name: str, schema: type, module: str) -> None:
-    SCHEMAS.register(name)(EvaluatorSpec(schema, module))
+def register_schema(name: str, schema: type, module: str, per_gpu_processes: bool = False) -> None:
+    SCHEMAS.register(name)(EvaluatorSpec(schema, module, per_gpu_processes))
 
 
 def load_schemas() -> None:

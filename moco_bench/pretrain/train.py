@@ -127,14 +127,8 @@ def preflight(cfg: DictConfig, world_size: int):
     return (resume, checkpoint.load_for_resume(resume, cfg.model)) if resume else (None, None)
 
 
-def _pretrain(cfg: DictConfig, env: distributed.DistEnv) -> Optional[Path]:
-    resume, ckpt = preflight(cfg, env.world_size)
-    out_dir = Path(cfg.output_dir)
-    dataset = build_dataset(cfg)
-    monitor = build_monitor(cfg)  # on every rank, so that a bad path stops them all (rank 0 alone uses it)
-
-    random.seed(cfg.seed + env.rank)
-    torch.manual_seed(cfg.seed + env.rank)
+def build_training(cfg: DictConfig, env: distributed.DistEnv):
+    """The MoCo module, the module the steps call (DDP across ranks), its SGD optimizer and the lr schedule."""
     mc = cfg.model
     bn_splits = mc.bn_splits if env.world_size == 1 else 1  # across ranks, each rank is one BN group
     moco = MoCo(mc.arch, dim=mc.dim, K=mc.K, m=mc.m, T=mc.T, mlp=mc.mlp, bn_splits=bn_splits).to(env.device)
@@ -151,6 +145,18 @@ def _pretrain(cfg: DictConfig, env: distributed.DistEnv) -> Optional[Path]:
                                 weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
         lr_factor, schedule=cfg.optim.schedule, epochs=cfg.optim.epochs, milestones=list(cfg.optim.milestones)))
+    return moco, model, optimizer, scheduler
+
+
+def _pretrain(cfg: DictConfig, env: distributed.DistEnv) -> Optional[Path]:
+    resume, ckpt = preflight(cfg, env.world_size)
+    out_dir = Path(cfg.output_dir)
+    dataset = build_dataset(cfg)
+    monitor = build_monitor(cfg)  # on every rank, so that a bad path stops them all (rank 0 alone uses it)
+
+    random.seed(cfg.seed + env.rank)
+    torch.manual_seed(cfg.seed + env.rank)
+    moco, model, optimizer, scheduler = build_training(cfg, env)
     start_epoch = 0
     if ckpt is not None:
         start_epoch = checkpoint.restore(ckpt, resume, model=moco, optimizer=optimizer, scheduler=scheduler,
@@ -176,7 +182,7 @@ def _pretrain(cfg: DictConfig, env: distributed.DistEnv) -> Optional[Path]:
             rng = gather_rng(env.world_size)
             if env.is_main:
                 last = out_dir / checkpoint.checkpoint_name(epoch)
-                checkpoint.save(last, epoch=epoch + 1, arch=mc.arch, model=moco, optimizer=optimizer,
+                checkpoint.save(last, epoch=epoch + 1, arch=cfg.model.arch, model=moco, optimizer=optimizer,
                                 scheduler=scheduler, rng=rng, config=resolved(cfg))
                 checkpoint.prune(out_dir, cfg.keep_checkpoints)
             if env.is_main and monitor is not None and (epoch + 1) % cfg.monitor.knn_every == 0:

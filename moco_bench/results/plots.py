@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List
 
 import matplotlib
 
@@ -27,7 +27,7 @@ def _series(df: pd.DataFrame, pattern: str) -> pd.DataFrame:
     return out.sort_values("x")
 
 
-def plot_tables(tables: dict, out_dir: Path, save: Optional[Callable[[plt.Figure, Path], None]] = None) -> List[Path]:
+def plot_tables(tables: dict, out_dir: Path) -> List[Path]:
     """One PNG per plot kind that has rows of ours; published curves drawn dashed beside them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

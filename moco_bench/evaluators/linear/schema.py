@@ -73,4 +73,5 @@ class LinearEvaluation(Evaluation):
 
 
 for _name in ("linear", "mhead_linear", "mhead_linear_fast"):
-    register_schema(_name, LinearEvaluation, "moco_bench.evaluators.linear.linear")
+    register_schema(_name, LinearEvaluation, "moco_bench.evaluators.linear.linear",
+                    per_gpu_processes=_name != "mhead_linear_fast")
