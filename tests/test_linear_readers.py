@@ -11,7 +11,8 @@ from PIL import Image
 
 from moco_bench.core.errors import DataError, DatasetNotFound
 from moco_bench.data.inat import INaturalist, read_inat_json
-from moco_bench.data.places205 import IMAGE_DIR, LIST_DIR, Places205, read_list_file
+from moco_bench.data.listed import read_list_file
+from moco_bench.data.places205 import IMAGE_DIR, LIST_DIR, Places205
 from moco_bench.data.readers import open_split
 from moco_bench.data.transforms import eval_transform
 
@@ -161,3 +162,49 @@ def test_inat_errors(inat_root, tmp_path):
     (inat_root / doc["images"][0]["file_name"]).unlink()
     with pytest.raises(DataError, match=r"train_val2018/.*\.jpg: unreadable image"):  # the first image, named
         _open("inat", inat_root, "train2018.json")
+
+
+@pytest.mark.parametrize("reader", ["places205", "inat"])
+def test_knn_and_svm_read_every_classification_reader(reader, places_list_root, inat_root, tmp_path):
+    """The frozen-feature protocols look their reader up by name: kNN and the VOC07 SVM (one-vs-rest on a
+    single-label set) run on the Places205 and iNaturalist files."""
+    from moco_bench import evaluators
+    from moco_bench.convert import load_backbone
+    from moco_bench.evaluators.base import EvalContext
+    from moco_bench.evaluators.schema import load_evaluation
+
+    root, train, test = {"places205": (places_list_root, "train", "val"),
+                         "inat": (inat_root, "train2018.json", "val2018.json")}[reader]
+    data = [f"data.reader={reader}", f"data.root={root}", f"data.train_split={train}", f"data.test_split={test}",
+            "data.classes=3", "data.expect=null", "transform.test.resize=32", "features.batch_size=4"]
+    demo = Path(__file__).resolve().parents[1] / "evaluate" / "demo"
+    ctx = EvalContext(out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", workers=0)
+    backbone = load_backbone("random:resnet18")
+    knn = load_evaluation(demo / "imagenet_knn.yaml", [*data, "transform.test.crop=32", "knn.k=[2]"])
+    out = evaluators.get("knn")(backbone, knn, ctx)
+    assert set(out.metrics) == {"top1@k2", "top5@k2"} and out.info["feature_cache"]["train"] == {"gap": "miss"}
+    svm = load_evaluation(demo / "voc07_svm.yaml", [*data, "transform.test.square=32", "svm.costs=[1.0]",
+                                                   "svm.cv_folds=2", "features.layers=[gap]"])
+    if reader == "inat":  # iNat's val split lacks two species: AP of a class without test images is undefined
+        with pytest.raises(DataError, match="no positive example"):
+            evaluators.get("voc07_svm")(backbone, svm, ctx)
+        return
+    result = evaluators.get("voc07_svm")(backbone, svm, ctx)
+    assert 0 <= result.metrics["mAP"] <= 100 and set(result.details["gap"]["per_class_ap"]) == set(PLACES_CLASSES)
+
+
+def test_imagelist_reader_reads_mmselfsup_meta_lists(imagefolder_root, tmp_path):
+    """A dataset added as one reader (moco_bench.data.readers ``imagelist``): mmselfsup's meta/{train,val}.txt
+    lists over an image folder, opened by name like every other reader, with the shared checks."""
+    root = tmp_path / "imagenet"
+    for split in ("train", "val"):
+        rows = sorted((imagefolder_root / split).rglob("*.png"))[:6]
+        classes = sorted({p.parent.name for p in rows})
+        (root / "meta").mkdir(parents=True, exist_ok=True)
+        (root / "meta" / f"{split}.txt").write_text(
+            "".join(f"{split}/{p.parent.name}/{p.name} {classes.index(p.parent.name)}\n" for p in rows))
+        for p in rows:
+            (root / split / p.parent.name).mkdir(parents=True, exist_ok=True)
+            (root / split / p.parent.name / p.name).write_bytes(p.read_bytes())
+    ds = _open("imagelist", root, "train", len(classes), transform=val_transform_32())
+    assert len(ds) == 6 and ds[0][0].shape == (3, 32, 32) and ds.classes == [f"train/{c}" for c in classes]

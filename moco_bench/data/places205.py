@@ -12,46 +12,16 @@ of its images (``a/abbey``), so labels and names stay together.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional
 
-from moco_bench.core.errors import DataError, DatasetNotFound
+from moco_bench.core.errors import DataError
 from moco_bench.data.imagefolder import ImageFolder
 from moco_bench.data.images import ImageList
+from moco_bench.data.listed import ListedImages
 
 LIST_DIR = "trainvalsplit_places205"
 IMAGE_DIR = "data/vision/torralba/deeplearning/images256"
 LAYOUTS = ("auto", "list", "folder")
-
-
-def read_list_file(path: Path) -> List[Tuple[str, int]]:
-    """``[(relative image path, label)]`` from a Places205 split file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetNotFound(f"{path}: Places205 split file not found")
-    samples = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise DataError(f"{path}:{lineno}: expected '<relative image path> <integer label>', got {line!r}")
-        samples.append((parts[0], int(parts[1])))
-    if not samples:
-        raise DataError(f"{path}: split file lists no images")
-    return samples
-
-
-def _class_names(samples: List[Tuple[str, int]], source: Path) -> List[str]:
-    """Class names indexed by label; labels must run 0..K-1 and each name a single label."""
-    names = {}
-    for rel, label in samples:
-        names.setdefault(label, str(Path(rel).parent))
-    labels = sorted(names)
-    if labels != list(range(len(labels))):
-        missing = sorted(set(range(labels[-1] + 1)) - set(labels))[:5]
-        raise DataError(f"{source}: labels must run 0..K-1; found {len(labels)} distinct labels from {labels[0]} "
-                        f"to {labels[-1]} (absent: {missing})")
-    return [names[i] for i in labels]
 
 
 class Places205(ImageList):
@@ -77,11 +47,7 @@ class Places205(ImageList):
             folder = ImageFolder(root / split)
             self.samples, self.classes = list(folder.samples), list(folder.classes)
         else:
-            list_file = Path(list_file) if list_file is not None else root / LIST_DIR / f"{split}_places205.csv"
-            image_root = Path(image_root) if image_root is not None else root / IMAGE_DIR
-            if not image_root.is_dir():
-                raise DatasetNotFound(f"{image_root}: Places205 image folder not found (list file {list_file})")
-            pairs = read_list_file(list_file)
-            self.classes = _class_names(pairs, list_file)
-            self.samples = [(str(image_root / rel), label) for rel, label in pairs]
+            listed = ListedImages(list_file if list_file is not None else root / LIST_DIR / f"{split}_places205.csv",
+                                  image_root if image_root is not None else root / IMAGE_DIR)
+            self.samples, self.classes = listed.samples, listed.classes
         self.targets = [label for _, label in self.samples]

@@ -57,6 +57,16 @@ def places205(root: Path, split: str, transform: Optional[Callable] = None, *, c
     return Places205(root, split, transform=transform, layout=layout)
 
 
+@DATASETS.register("imagelist")
+def imagelist(root: Path, split: str, transform: Optional[Callable] = None, *, classes: Any = None,
+              lists: str = "meta", images: str = ""):
+    """mmselfsup's list files: ``<root>/<lists>/<split>.txt`` (``<relative path> <label>`` per line), the images
+    under ``<root>/<images>``."""
+    from moco_bench.data.listed import ListedImages
+
+    return ListedImages(root / lists / f"{split}.txt", root / images, transform)
+
+
 @DATASETS.register("inat")
 def inat(root: Path, split: str, transform: Optional[Callable] = None, *, classes: Any = None):
     """iNaturalist (2018 JSON): ``split`` names the annotation file, e.g. ``train2018.json``."""

@@ -143,6 +143,9 @@ def knn(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
                          layers=[layer])
     if train.classes != val.classes:
         raise DataError(f"{cfg.data.root}: {cfg.data.train_split} and {cfg.data.test_split} have different classes")
+    if train.labels.ndim != 1:
+        raise ConfigError(f"{cfg.get('_source_', 'config')}: kNN votes for one class per image; the "
+                          f"{cfg.data.reader} reader gives several (multi-label)")
     with ctx.stage("knn"):
         check_finite(train.features[layer], train.images, f"{cfg.data.train_split} split")
         check_finite(val.features[layer], val.images, f"{cfg.data.test_split} split")

@@ -230,12 +230,18 @@ def costs_of(cfg: DictConfig) -> List[float]:
 
 
 def splits(backbone, cfg: DictConfig, ctx: EvalContext):
+    """Both splits' features; a single-label reader's labels become one-vs-rest targets (1 / -1 per class), so
+    the SVM protocols run on every classification reader, not only on VOC's multi-label files."""
     from moco_bench.evaluators.frozen.features import load_split
 
     with ctx.stage("features"):
         train = load_split(backbone, cfg, ctx.cache_dir, cfg.data.train_split, device=ctx.device,
                            workers=ctx.workers)
         test = load_split(backbone, cfg, ctx.cache_dir, cfg.data.test_split, device=ctx.device, workers=ctx.workers)
+    for split in (train, test):
+        if split.labels.ndim == 1:
+            split.labels = np.where(np.arange(len(split.classes)) == split.labels[:, None], 1.0, -1.0).astype(
+                np.float32)
     return train, test
 
 
