@@ -2,7 +2,8 @@
 
 Each subcommand lives beside the code it drives, in a module with ``register(subparsers)`` that adds its
 parser and sets ``func(args) -> int``. A :class:`MocoBenchError` is printed as one line (it already names
-the file and what was expected) and exits with status 2.
+the file and what was expected) and exits with status 2; so is an OS error (a full disk, a read-only folder),
+with the path and the cause. Ctrl-C prints one line and exits 130.
 """
 
 from __future__ import annotations
@@ -53,3 +54,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except MocoBenchError as e:
         print(f"moco-bench: error: {describe(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only folder, a permission: the path and the cause, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"moco-bench: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("moco-bench: interrupted; finished results and checkpoints are kept, and a rerun resumes",
+              file=sys.stderr)
+        return 130

@@ -46,8 +46,9 @@ SHORT = {"SOLVER": {"MAX_ITER": 2, "IMS_PER_BATCH": 2, "WARMUP_ITERS": 1}, "TEST
 
 @pytest.fixture(scope="module")
 def tiny(data_cache):
-    """An 8 + 4 image mini-VOC and its mini-COCO (the session's 40 + 40 set is slow to test on with R50-C4)."""
-    voc = embedded.build_minivoc(data_cache / "embedded" / "minivoc_tiny", n_trainval=8, n_test=4)
+    """An 8 + 20 image mini-VOC (every class in the test set) and its mini-COCO (the session's 40 + 40 set is slow
+    to test on with R50-C4)."""
+    voc = embedded.build_minivoc(data_cache / "embedded" / "minivoc_tiny", n_trainval=8, n_test=20)
     return {"voc": voc, "coco": embedded.build_minicoco(voc, data_cache / "embedded" / "minicoco_tiny")}
 
 

@@ -70,7 +70,7 @@ def sets(minivoc_root, data_cache):
 
     folder = embedded.build_imagefolder(data_cache / "embedded" / "imagefolder_tiny", train_per_class=3,
                                         val_per_class=2, size=32)
-    voc = embedded.build_minivoc(data_cache / "embedded" / "minivoc_tiny", n_trainval=8, n_test=4)
+    voc = embedded.build_minivoc(data_cache / "embedded" / "minivoc_tiny", n_trainval=8, n_test=20)
     return {"imagefolder": folder, "voc": minivoc_root, "voc_tiny": voc,
             "coco_tiny": embedded.build_minicoco(voc, data_cache / "embedded" / "minicoco_tiny")}
 

@@ -45,3 +45,7 @@ def describe(exc: BaseException) -> str:
         last = [line for line in text.splitlines() if line.strip()][-1]
         text = last.split(": ", 1)[1] if ": " in last else last
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Busy(MocoBenchError):
+    """Another process holds the lock of the same work (an evaluation running elsewhere); nothing was done."""

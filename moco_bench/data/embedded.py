@@ -26,10 +26,10 @@ from xml.etree import ElementTree as ET
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
 from moco_bench.core import paths
 from moco_bench.core.errors import DataError
+from moco_bench.core.progress import bar
 from moco_bench.data import fashion_mnist
 from moco_bench.data.voc import voc_annotation_xml
 
@@ -58,7 +58,7 @@ def _write_imagefolder(tmp: Path, *, train_per_class: int, val_per_class: int, s
     rng = np.random.default_rng(seed)
     for split, source, n in (("train", "train", train_per_class), ("val", "test", val_per_class)):
         images, labels = fashion_mnist.load(source)
-        for i in tqdm(_balanced_indices(labels, n, rng), desc=f"imagefolder/{split}", leave=False):
+        for i in bar(_balanced_indices(labels, n, rng), desc=f"imagefolder/{split}", leave=False):
             folder = tmp / split / FASHION_CLASSES[labels[i]]
             folder.mkdir(parents=True, exist_ok=True)
             im = Image.fromarray(images[i])
@@ -112,7 +112,7 @@ def _write_minivoc(tmp: Path, *, n_trainval: int, n_test: int, canvas: List[int]
     counter = 0
     for split, source, n in (("trainval", "train", n_trainval), ("test", "test", n_test)):
         pool_images, pool_labels = fashion_mnist.load(source)
-        for _ in tqdm(range(n), desc=f"minivoc/{split}", leave=False):
+        for _ in bar(range(n), desc=f"minivoc/{split}", leave=False):
             counter += 1
             image_id = f"{counter:06d}"
             img, objects = _place_items(rng, pool_images, pool_labels, tuple(canvas), items, tuple(scale))

@@ -4,19 +4,43 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from moco_bench.core.errors import DataError
 
+_WIDE = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # more than 8 bits per sample
+
 
 def load_rgb(path: Path) -> Image.Image:
+    """An 8-bit RGB image from any mode PIL reads: 16-bit, 32-bit and float samples are scaled (PIL's own
+    ``convert`` clips them), palettes expanded (through RGBA where they carry transparency), CMYK converted,
+    grayscale replicated, alpha dropped (as torchvision's loader does)."""
     try:
         with open(path, "rb") as f:
             img = Image.open(f)
-            return img.convert("RGB")
+            img.load()
     except (OSError, UnidentifiedImageError) as e:
         raise DataError(f"{path}: unreadable image ({e})") from None
+    if img.mode in _WIDE:
+        return _scaled(img, path).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def _scaled(img: Image.Image, path: Path) -> Image.Image:
+    """A wide single-channel image as 8-bit: 16-bit integer samples / 257 (65535 -> 255), float samples in
+    [0, 1] x 255; 32-bit integers are read as 16-bit data when they fit (PIL opens 16-bit PNGs as "I")."""
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        top = 1.0 if values.size and np.nanmax(values) <= 1.0 else 255.0
+    elif img.mode.startswith("I;16") or (values.size and values.max() <= 65535 and values.min() >= 0):
+        top = 65535.0
+    else:
+        raise DataError(f"{path}: 32-bit samples outside 0..65535; convert the image to 8 or 16 bits")
+    return Image.fromarray(np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8), mode="L")
 
 
 class ImageList(Dataset):

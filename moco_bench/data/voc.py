@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 from xml.etree import ElementTree as ET
@@ -13,6 +14,9 @@ from moco_bench.data.images import load_rgb
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+
+
+IMAGE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def _check_root(root: Path) -> None:
@@ -33,6 +37,8 @@ def read_image_set(root: Path, split: str) -> List[str]:
         raise DataError(f"{path}: split file not found (expected one image id per line)")
     ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     for i in ids:
+        if not IMAGE_ID.fullmatch(i):  # an id is a file name in JPEGImages/, never a path out of the dataset
+            raise DataError(f"{path}: image id {i!r} is not a name (letters, digits, _ . -)")
         if not (root / "JPEGImages" / f"{i}.jpg").is_file():
             raise DataError(f"{path}: names image {i!r} but {root / 'JPEGImages' / (i + '.jpg')} does not exist")
     if not ids:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from moco_bench.core.errors import ConfigError
+from moco_bench.core.errors import Busy, ConfigError, ResultExistsError
 from moco_bench.core.launch import DistributedJob, evaluation_request, submit
 from moco_bench.engine.runner import checkpoint_id, run_evaluation
 from moco_bench.engine.suite import Suite, SuiteEntry
@@ -80,15 +80,25 @@ def eval_all(checkpoint: str, suite: Suite, out_root: Path | str = "results/runs
     for entry in todo:
         t0 = time.perf_counter()
         log.info("== %s (%s)", entry.name, entry.config_path)
-        if launcher == "slurm":
-            record, note = _job(entry, args, dict(slurm or {}), processes=None)
-        elif _processes(entry, device) > 1:
-            record, note = _job(entry, args, {"cluster": "local"}, processes=_processes(entry, device))
-        else:
-            record, note = run_evaluation(backbone, entry.cfg, out_root=out_root, force=force, device=device,
-                                          workers=workers), ""
+        try:
+            record, note = _launch(entry, backbone, args, launcher, dict(slurm or {}))
+        except (Busy, ResultExistsError) as e:  # another eval-all runs it, or finished it meanwhile
+            log.info("%s: %s", entry.name, e)
+            summary.append({"evaluation": entry.name, "status": "not run", "metrics": "", "reason": str(e),
+                            "seconds": None, "note": "another process"})
+            continue
         summary.append(_row(entry.name, record, seconds=time.perf_counter() - t0, note=note))
     return summary
+
+
+def _launch(entry: SuiteEntry, backbone, args: tuple, launcher: str, slurm: dict) -> tuple:
+    """(record, note) of one evaluation, run where its launcher and resources say."""
+    checkpoint, out_root, force, device, workers, weights = args
+    if launcher == "slurm":
+        return _job(entry, args, slurm, processes=None)
+    if _processes(entry, device) > 1:
+        return _job(entry, args, {"cluster": "local"}, processes=_processes(entry, device))
+    return run_evaluation(backbone, entry.cfg, out_root=out_root, force=force, device=device, workers=workers), ""
 
 
 def _job(entry: SuiteEntry, args: tuple, slurm: dict, processes: Optional[int]) -> tuple:

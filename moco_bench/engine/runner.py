@@ -20,6 +20,7 @@ from moco_bench.core.config import resolved, save_config
 from moco_bench.core.distributed import process_rank
 from moco_bench.core.env import environment
 from moco_bench.core.errors import DatasetNotFound, MissingDependency, ResultExistsError, describe
+from moco_bench.core.locks import exclusive
 from moco_bench.engine import comparability
 from moco_bench.evaluators import get as get_evaluator
 from moco_bench.evaluators.base import EvalContext
@@ -57,22 +58,33 @@ def run_evaluation(
 
     A finished result is kept unless ``force`` (``ResultExistsError``); with ``force`` the evaluation's work
     folder (training checkpoints an interrupted run would resume from) is cleared so it really recomputes.
-    An evaluation whose dataset or optional library is missing is recorded as ``skipped``; any other
-    exception as ``failed`` with its traceback. Under torchrun only rank 0 writes. The record is returned
-    either way; callers decide what a failure means for them.
+    The evaluation holds a lock in its results folder: a second process asking for the same evaluation gets
+    :class:`Busy` and does nothing, and "finished" is checked again under the lock. An evaluation whose
+    dataset or optional library is missing is recorded as ``skipped``; any other exception as ``failed`` with
+    its traceback. Under torchrun only rank 0 locks and writes. The record is returned either way; callers
+    decide what a failure means for them.
     """
     assessment = check_config(cfg)
     out_dir = Path(out_root) / checkpoint_id(backbone)
     result_path = out_dir / f"{cfg.name}.json"
-    if not force and is_finished(result_path):
-        raise ResultExistsError(f"{result_path}: a finished result is already there (use --force to replace it)")
     main_rank = process_rank() == 0
-    work_dir = out_dir / cfg.name
-    if force and main_rank and work_dir.is_dir():
-        shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    if main_rank:
-        save_config(cfg, work_dir / "config.yaml")
+    with exclusive(out_dir / f".{cfg.name}.lock", f"evaluation {cfg.name} of {out_dir.name}", enabled=main_rank):
+        if not force and is_finished(result_path):
+            raise ResultExistsError(f"{result_path}: a finished result is already there (use --force to replace it)")
+        work_dir = out_dir / cfg.name
+        if force and main_rank and work_dir.is_dir():
+            shutil.rmtree(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if main_rank:
+            save_config(cfg, work_dir / "config.yaml")
+        record = _measure(backbone, cfg, assessment, work_dir, device, workers)
+        if main_rank:
+            write_result(result_path, record, force=True)
+    return record
+
+
+def _measure(backbone, cfg: DictConfig, assessment: dict, work_dir: Path, device: str, workers: int) -> dict:
+    """Run the evaluator and build the record: its numbers, or why there are none."""
     ctx = EvalContext(out_dir=work_dir, cache_dir=paths.data_cache() / "features", device=device, workers=workers)
     note = comparability.describe(assessment)
     log.info("%s: %s", cfg.name, note)
@@ -89,20 +101,11 @@ def run_evaluation(
     except Exception as e:  # noqa: BLE001 - any failure becomes a failed record; the traceback is kept
         status, error = "failed", f"{type(e).__name__}: {describe(e)}\n{traceback.format_exc()}"
         log.error("%s failed: %s", cfg.name, describe(e))
-    record = make_record(
-        evaluation=evaluation,
-        checkpoint=backbone.record(),
-        metrics=output.metrics if output else {},
-        per_seed=output.per_seed if output else None,
-        details=output.details if output else None,
-        environment=environment(device=device),
-        timing={"start": start, "end": now(), "seconds": dict(ctx.seconds)},
-        status=status,
-        error=error,
-    )
-    if main_rank:
-        write_result(result_path, record, force=True)
-    return record
+    return make_record(
+        evaluation=evaluation, checkpoint=backbone.record(), metrics=output.metrics if output else {},
+        per_seed=output.per_seed if output else None, details=output.details if output else None,
+        environment=environment(device=device), timing={"start": start, "end": now(), "seconds": dict(ctx.seconds)},
+        status=status, error=error)
 
 
 def evaluate_checkpoint(ckpt: str, config: str, overrides: Optional[Iterable[str]] = None,

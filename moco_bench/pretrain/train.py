@@ -21,11 +21,11 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from moco_bench.core import distributed
 from moco_bench.core.config import resolved, save_config
 from moco_bench.core.errors import ConfigError, DataError, ResultExistsError, TrainingDiverged
+from moco_bench.core.progress import bar
 from moco_bench.data.readers import open_split
 from moco_bench.data.transforms import TwoCropsTransform, moco_v1_augment, moco_v2_augment
 from moco_bench.models.moco import MoCo
@@ -176,8 +176,11 @@ def _pretrain(cfg: DictConfig, env: distributed.DistEnv) -> Optional[Path]:
     try:
         for epoch in range(start_epoch, cfg.optim.epochs):
             sampler.set_epoch(epoch)
-            train_one_epoch(model, loader, optimizer, epoch=epoch, env=env, logs=logs, log_every=cfg.log.every,
-                            last_checkpoint=last)
+            stats = train_one_epoch(model, loader, optimizer, epoch=epoch, env=env, logs=logs,
+                                    log_every=cfg.log.every, last_checkpoint=last)
+            if env.is_main:  # one line per epoch, readable in a log file
+                log.info("epoch %d/%d: loss %.3f, acc1 %.1f, lr %.4g, %.0f images/s", epoch + 1, cfg.optim.epochs,
+                         stats["loss"], stats["acc1"], optimizer.param_groups[0]["lr"], stats["images_per_s"])
             scheduler.step()
             rng = gather_rng(env.world_size)
             if env.is_main:
@@ -188,7 +191,7 @@ def _pretrain(cfg: DictConfig, env: distributed.DistEnv) -> Optional[Path]:
             if env.is_main and monitor is not None and (epoch + 1) % cfg.monitor.knn_every == 0:
                 top1 = monitor(moco.encoder_q, env.device)
                 logs.write("knn", (epoch + 1) * len(loader), {"epoch": epoch, "top1": top1})
-                tqdm.write(f"epoch {epoch}: kNN top-1 {top1:.2f} (k={cfg.monitor.k}, T={cfg.monitor.T})")
+                log.info(f"epoch {epoch}: kNN top-1 {top1:.2f} (k={cfg.monitor.k}, T={cfg.monitor.T})")
             if env.world_size > 1:
                 dist.barrier()  # the others wait for rank 0's checkpoint and monitor
     finally:
@@ -198,13 +201,14 @@ def _pretrain(cfg: DictConfig, env: distributed.DistEnv) -> Optional[Path]:
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, *, epoch: int, env, logs: Optional[MetricLog],
-                    log_every: int, last_checkpoint: Optional[Path]) -> None:
+                    log_every: int, last_checkpoint: Optional[Path]) -> dict:
+    """One epoch; returns its mean loss and (K+1)-way accuracy and its images per second (for the log line)."""
     model.train()
     criterion = nn.CrossEntropyLoss()
     steps, global_batch = len(loader), loader.batch_size * env.world_size
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not env.is_main, dynamic_ncols=True)
-    tick, tick_step = time.perf_counter(), 0
-    for i, (images, _) in enumerate(bar):
+    progress = bar(loader, desc=f"epoch {epoch}", disable=not env.is_main, dynamic_ncols=True)
+    tick, tick_step, start, sums = time.perf_counter(), 0, time.perf_counter(), torch.zeros(2)
+    for i, (images, _) in enumerate(progress):
         im_q, im_k = (x.to(env.device, non_blocking=True) for x in images)
         logits, labels = model(im_q, im_k)
         loss = criterion(logits, labels)
@@ -215,12 +219,16 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, *, epoch: i
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        acc1 = 100.0 * (logits.detach().argmax(1) == 0).float().mean().item()  # (K+1)-way: is the positive first?
+        sums += torch.tensor([loss.item(), acc1])
         if logs is not None and (i % log_every == 0 or i == steps - 1):
             now = time.perf_counter()
-            acc1 = 100.0 * (logits.argmax(1) == 0).float().mean().item()  # (K+1)-way: is the positive key first?
             row = {"epoch": epoch, "loss": loss.item(), "acc1": acc1, "lr": optimizer.param_groups[0]["lr"],
                    "images_per_s": (i + 1 - tick_step) * global_batch / (now - tick)}
             tick, tick_step = now, i + 1
             logs.write("train", epoch * steps + i, row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.4g}", img_s=f"{row['images_per_s']:.0f}")
+            progress.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.4g}",
+                                 img_s=f"{row['images_per_s']:.0f}")
+    return {"loss": float(sums[0]) / steps, "acc1": float(sums[1]) / steps,
+            "images_per_s": steps * global_batch / (time.perf_counter() - start)}
 

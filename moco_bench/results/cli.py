@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from moco_bench.core.errors import ConfigError
+from moco_bench.core.errors import ConfigError, DataError
 
 
 def _tables(args) -> int:
@@ -17,6 +17,9 @@ def _tables(args) -> int:
         reference = parse_reference(args.reference)
     except ValueError as e:
         raise ConfigError(f"--reference: {e}") from None
+    missing = [str(p) for p in args.results if not p.exists()]
+    if missing:
+        raise DataError(f"{', '.join(missing)}: no such results file or folder (the report was left as it was)")
     published = (args.published_csv or DEFAULT_CSV) if args.published else None
     report = write_report(args.results, args.out, published=published, reference=reference)
     print(f"report: {report}")

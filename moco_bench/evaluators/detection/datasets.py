@@ -31,51 +31,11 @@ from detectron2.data.datasets.builtin_meta import (
     KEYPOINT_CONNECTION_RULES,
 )
 
-from moco_bench.core.errors import ConfigError, DataError, DatasetNotFound
-from moco_bench.data.voc import read_image_set
+from moco_bench.core.errors import ConfigError, DataError
 
 FORMATS = ("voc", "coco")
 COCO_PERSON = {"keypoint_names": COCO_PERSON_KEYPOINT_NAMES, "keypoint_flip_map": COCO_PERSON_KEYPOINT_FLIP_MAP,
                "keypoint_connection_rules": KEYPOINT_CONNECTION_RULES}  # what detectron2's builtin names carry
-
-
-def _image_count(name: str, spec: Mapping) -> int:
-    """Images of a source as its annotation files list them (VOC split file, COCO JSON ``images``)."""
-    if spec["format"] == "voc":
-        return len(read_image_set(Path(spec["root"]), str(spec["split"])))
-    try:
-        return len(json.loads(Path(spec["json"]).read_text()).get("images", []))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{spec['json']}: not a COCO JSON ({e})") from None
-
-
-def check_sources(sources: Mapping[str, Mapping], source: str = "config") -> None:
-    """Fail before training when a dataset is absent (one :class:`DatasetNotFound` naming every missing folder)
-    or holds another number of images than its published split (``expect``)."""
-    missing = []
-    for name, spec in sources.items():
-        fmt = spec.get("format")
-        if fmt not in FORMATS:
-            raise ConfigError(f"{source}: datasets.sources.{name}.format is {fmt!r}; expected one of {FORMATS}")
-        if fmt == "voc":
-            try:
-                read_image_set(Path(spec["root"]), str(spec["split"]))
-            except DatasetNotFound as e:
-                missing.append(f"{name}: {e}")
-        else:
-            for key, kind in (("json", "annotation file"), ("image_root", "image folder")):
-                if not Path(spec[key]).exists():
-                    missing.append(f"{name}: COCO {kind} {spec[key]} not found")
-    if missing:
-        raise DatasetNotFound("detection datasets missing (" + "; ".join(missing) + "). Real datasets live under "
-                              "$MOCO_BENCH_DATASETS laid out as detectron2's DETECTRON2_DATASETS (VOC2007/, VOC2012/, "
-                              "coco/annotations + coco/train2017, val2017); embedded ones are built by "
-                              "`moco-bench data build minivoc|minicoco`")
-    for name, spec in sources.items():
-        if spec.get("expect") is not None and (n := _image_count(name, spec)) != int(spec["expect"]):
-            where = spec.get("root", spec.get("json"))
-            raise DataError(f"{source}: datasets.sources.{name} lists {n} images, but the published split has "
-                            f"{int(spec['expect'])}: a partial or different copy ({where})")
 
 
 @lru_cache(maxsize=8)

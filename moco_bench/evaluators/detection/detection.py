@@ -253,7 +253,7 @@ def _metrics_of(results: dict) -> tuple[Dict[str, float], dict, dict]:
 def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Fine-tune and evaluate ``cfg.trials`` times; metrics are trial means (``<metric>_std``: population std)."""
     require_detectron2()
-    from moco_bench.evaluators.detection import datasets as d2_datasets
+    from moco_bench.data.sources import check_sources
 
     ds = cfg.datasets
     names = [str(n) for n in list(ds.train) + list(ds.test)]
@@ -264,7 +264,7 @@ def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutp
     if len(ds.test) != 1:
         raise ConfigError(f"{_source(cfg)}: datasets.test must name exactly one dataset (got {list(ds.test)})")
     sources = {n: sources[n] for n in names}
-    d2_datasets.check_sources(sources, _source(cfg))
+    dataset_summary = check_sources(sources, [str(n) for n in ds.test], ds.get("classes"), _source(cfg))
 
     world_size = 1
     if ctx.device != "cpu":
@@ -294,7 +294,9 @@ def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutp
         log.info("%s: trial %d/%d (seed %d) in %s", cfg.name, k + 1, trials, seed + k, out)
         with ctx.stage("train_and_test"):
             runs.append(_run_trial(job, world_size))
-    return _summarize(runs, cfg, norms, world_size, str(ds.test[0]))
+    out = _summarize(runs, cfg, norms, world_size, str(ds.test[0]))
+    out.details["datasets"] = dataset_summary  # image counts; COCO annotations that name no image (dropped)
+    return out
 
 
 def _mean_tree(trees: List[dict]):

@@ -8,27 +8,23 @@ layers are recomputed (and the reason logged), so a cache can cost time but neve
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
 import logging
 import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from moco_bench.core.atomic import atomic_write_text
 from moco_bench.core.errors import ConfigError, DataError
+from moco_bench.core.progress import bar
 from moco_bench.data.readers import open_split
 from moco_bench.data.transforms import eval_size, eval_transform
+from moco_bench.evaluators.frozen.cache import CacheEntry, RowWriter, check_free_space, digest
 from moco_bench.models.taps import FeatureTaps
 
 log = logging.getLogger(__name__)
@@ -64,10 +60,6 @@ def split_items(dataset) -> tuple[np.ndarray, List[str], List[str]]:
     return targets.astype(dtype), list(dataset.classes), [str(p) for p in dataset.images]
 
 
-def _digest(obj: Any, n: int = 20) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
-
-
 def read_rows(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` as a new in-memory array (a copy: the caller may modify it). A cache memory map is
     read with plain file reads, so streaming over a 10 GB cache leaves its pages in the page cache instead of
@@ -92,66 +84,16 @@ def check_finite(features: np.ndarray, images: Sequence[str], what: str, chunk: 
         raise DataError(f"{what}: features of {len(bad)} image(s) contain NaN or Inf: {names}")
 
 
-class _Entry:
-    """One cache folder: ``manifest.json`` + ``<layer>-<pooling digest>.npy`` files."""
-
-    def __init__(self, root: Path, key: dict):
-        self.key = key
-        self.dir = Path(root) / _digest(key)
-        self.manifest_path = self.dir / "manifest.json"
-
-    def manifest(self) -> dict:
-        try:
-            doc = json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {"key": self.key, "layers": {}}
-        if doc.get("key") != self.key:  # same folder, other producer: a hash collision or a hand-copied folder
-            log.warning("%s: feature cache made by %s, not by this request; recomputing", self.dir,
-                        doc.get("key", {}).get("checkpoint"))
-            return {"key": self.key, "layers": {}, "stale": "recomputed: manifest names another checkpoint or dataset"}
-        return doc
-
-    @staticmethod
-    def file_name(layer: str, pooling: Mapping) -> str:
-        return f"{layer}-{_digest(dict(pooling), 8)}.npy"
-
-    def load(self, doc: dict, layer: str, pooling: Mapping, n: int) -> tuple[np.ndarray | None, str]:
-        """(memmap, "hit") or (None, why it cannot be used)."""
-        name = self.file_name(layer, pooling)
-        meta = doc["layers"].get(name)
-        if meta is None:
-            return None, doc.get("stale", "miss")
-        path = self.dir / name
-        try:
-            arr = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as e:
-            return None, f"recomputed: {path.name} unreadable ({e})"
-        if arr.dtype != np.float32 or arr.ndim != 2 or list(arr.shape) != meta["shape"] or arr.shape[0] != n:
-            return None, f"recomputed: {path.name} has shape {arr.shape} {arr.dtype}, expected {meta['shape']}"
-        if path.stat().st_size != arr.offset + arr.nbytes:
-            return None, f"recomputed: {path.name} has {path.stat().st_size} bytes, expected {arr.offset + arr.nbytes}"
-        return arr, "hit"
-
-    @contextlib.contextmanager
-    def lock(self):
-        """Serialize extraction of one entry between processes (a suite may run evaluators side by side)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-
 @torch.inference_mode()
 def extract(taps: FeatureTaps, dataset, outputs: Mapping[str, Path], *, images: Sequence[str], batch_size: int,
             workers: int, device: str, precision: str = "fp32", channels_last: bool = False,
             desc: str = "features") -> None:
     """One pass of ``taps`` over ``dataset`` (in order), writing ``layer -> (N, D) float32 .npy`` to ``outputs``.
 
-    Files are written under temporary names and renamed only after the whole pass, so an interrupted run
-    leaves no file that looks complete. Raises DataError naming the images whose features are not finite.
+    Rows are appended with ordinary writes (a full disk is an OSError naming the file, not a SIGBUS of a memory
+    map) under temporary names renamed only after the whole pass, so an interrupted run leaves no file that looks
+    complete; every exit path removes the temporaries. Raises DataError naming the images whose features are
+    not finite.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"features.precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
@@ -161,38 +103,32 @@ def extract(taps: FeatureTaps, dataset, outputs: Mapping[str, Path], *, images: 
         taps = taps.to(memory_format=torch.channels_last)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device_type == "cuda")
-    n = len(dataset)
-    arrays, tmp_paths, bad = {}, {}, []
+    writers: Dict[str, RowWriter] = {}
+    bad: List[int] = []
     try:
         start = 0
-        for batch, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
+        for batch, _ in bar(loader, desc=desc, unit="batch", leave=False):
             batch = batch.to(device, non_blocking=True)
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
                 out = taps(batch)
-            stop = start + len(batch)
             for layer, feats in out.items():
                 feats = feats.float().cpu().numpy()
-                if layer not in arrays:
-                    tmp_paths[layer] = outputs[layer].with_name(f".{outputs[layer].name}.{os.getpid()}.tmp")
-                    arrays[layer] = np.lib.format.open_memmap(tmp_paths[layer], mode="w+", dtype=np.float32,
-                                                              shape=(n, feats.shape[1]))
-                arrays[layer][start:stop] = feats
+                if layer not in writers:
+                    writers[layer] = RowWriter(outputs[layer], len(dataset), feats.shape[1])
+                writers[layer].write(feats)
                 bad += (np.flatnonzero(~np.isfinite(feats).all(axis=1)) + start).tolist()
-            start = stop
+            start += len(batch)
         if bad:
             bad = sorted(set(bad))
             names = ", ".join(str(images[i]) for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
             raise DataError(f"{desc}: features of {len(bad)} image(s) contain NaN or Inf: {names}")
-        for layer, arr in arrays.items():
-            arr.flush()
-            os.replace(tmp_paths[layer], outputs[layer])
+        for writer in writers.values():
+            writer.finish()
     finally:
-        arrays.clear()
-        for tmp in tmp_paths.values():
-            if tmp.exists():
-                tmp.unlink()
+        for writer in writers.values():
+            writer.discard()
 
 
 def load_split(backbone, cfg: DictConfig, cache_dir: Path, split: str, *, device: str = "cpu", workers: int = 2,
@@ -221,37 +157,34 @@ def load_split(backbone, cfg: DictConfig, cache_dir: Path, split: str, *, device
         "version": CACHE_VERSION,
         "checkpoint": backbone.sha256,
         "dataset": {"reader": data["reader"], "root": str(root), "split": split, "classes": classes,
-                    "images": _digest(rel, 64), "n": len(images)},
+                    "images": digest(rel, 64), "n": len(images)},
         "transform": {"test": tspec["test"], "mean": tspec["mean"], "std": tspec["std"]},
         "precision": fcfg.get("precision", "fp32"),
         "channels_last": bool(fcfg.get("channels_last", False)),
     }
-    entry = _Entry(cache_dir, key)
-    with entry.lock():
-        doc = entry.manifest()
-        found, status = {}, {}
-        for name in layers:
-            arr, why = entry.load(doc, name, pooling[name], len(images))
-            if arr is not None:
-                found[name] = arr
-            status[name] = why
-        todo = [name for name in layers if name not in found]
-        if todo:
-            for name in todo:
-                if status[name] != "miss":
-                    log.warning("%s: %s", entry.dir, status[name])
-            taps = FeatureTaps(backbone.build_model(), todo, {n: pooling[n] for n in todo})
-            taps.dims(eval_size(tspec["test"]))  # a pooling spec that does not fit fails here, before the pass
-            outputs = {name: entry.dir / entry.file_name(name, pooling[name]) for name in todo}
-            extract(taps, dataset, outputs, images=images, batch_size=int(fcfg.batch_size), workers=workers,
-                    device=device, precision=key["precision"], channels_last=key["channels_last"],
-                    desc=f"features {Path(root).name}/{split}")
-            doc.pop("stale", None)
-            for name in todo:
-                arr = np.load(outputs[name], mmap_mode="r")
-                doc["layers"][outputs[name].name] = {"layer": name, "pooling": pooling[name],
-                                                     "shape": list(arr.shape), "dtype": "float32"}
-                found[name] = arr
-            atomic_write_text(entry.manifest_path, json.dumps(doc, indent=1, sort_keys=True))
+    entry = CacheEntry(cache_dir, key)
+    found, status = entry.read(layers, pooling, len(images))  # complete entries need no lock (read-only caches)
+    if len(found) < len(layers):
+        with entry.lock():  # writers serialize; another process may have finished the entry meanwhile
+            found, status = entry.read(layers, pooling, len(images))
+            todo = [name for name in layers if name not in found]
+            if todo:
+                found.update(_compute(backbone, entry, todo, pooling, dataset, images, status, tspec, fcfg,
+                                      device=device, workers=workers, desc=f"features {Path(root).name}/{split}"))
     return FeatureSplit(features={name: found[name] for name in layers}, labels=labels, classes=classes,
                         images=images, cache=status)
+
+
+def _compute(backbone, entry: CacheEntry, todo, pooling, dataset, images, status, tspec, fcfg, *, device: str,
+             workers: int, desc: str) -> Dict[str, np.ndarray]:
+    """The missing layers of one cache entry, in one backbone pass, after checking that they fit on the disk."""
+    for name in todo:
+        if status[name] != "miss":
+            log.warning("%s: %s", entry.dir, status[name])
+    taps = FeatureTaps(backbone.build_model(), todo, {n: pooling[n] for n in todo})
+    dims = taps.dims(eval_size(tspec["test"]))  # a pooling spec that does not fit fails here, before the pass
+    check_free_space(entry.dir, len(images) * sum(dims.values()) * 4, desc)
+    outputs = {name: entry.dir / entry.file_name(name, pooling[name]) for name in todo}
+    extract(taps, dataset, outputs, images=images, batch_size=int(fcfg.batch_size), workers=workers,
+            device=device, precision=entry.key["precision"], channels_last=entry.key["channels_last"], desc=desc)
+    return entry.record(todo, pooling, outputs)

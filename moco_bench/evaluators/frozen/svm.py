@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
-from tqdm import tqdm
 
 from moco_bench.core.errors import ConfigError, DataError
+from moco_bench.core.progress import bar
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
 from moco_bench.evaluators.frozen.ap import average_precision
 
@@ -164,9 +164,9 @@ def _one_class(X, t, Xtest, ttest, costs, p: SVMParams, name: str) -> dict:
 def parallel(tasks: list, n_jobs: int, desc: str) -> list:
     """Run joblib ``delayed`` tasks over ``n_jobs`` processes (cyanure holds the GIL), in order, with progress."""
     if n_jobs == 1:
-        return [fn(*args, **kw) for fn, args, kw in tqdm(tasks, desc=desc, leave=False)]
+        return [fn(*args, **kw) for fn, args, kw in bar(tasks, desc=desc, leave=False)]
     runner = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator")
-    return list(tqdm(runner(tasks), total=len(tasks), desc=desc, leave=False))
+    return list(bar(runner(tasks), total=len(tasks), desc=desc, leave=False))
 
 
 @contextlib.contextmanager

@@ -26,11 +26,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
-from tqdm import tqdm
 
 from moco_bench.core.atomic import atomic_torch_save, atomic_write_text
 from moco_bench.core.distributed import DistEnv, all_finite
 from moco_bench.core.errors import ConfigError, TrainingDiverged
+from moco_bench.core.progress import bar
 from moco_bench.evaluators.linear.heads import Heads
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def evaluate(extract: Callable, heads: nn.Module, loader: DataLoader, env: DistE
     counts: Optional[torch.Tensor] = None
     names: List[str] = []
     k = min(5, num_classes)
-    for x, y in tqdm(loader, desc="val", leave=False, disable=not env.is_main):
+    for x, y in bar(loader, desc="val", leave=False, disable=not env.is_main):
         x, y = _to(x, env.device, tc.channels_last), y.to(env.device)
         with _autocast(env.device, tc):
             feats = extract(x)
@@ -219,8 +219,8 @@ def _train_epoch(run: LinearRun, model, layers, loader, optimizer, epoch: int) -
     env, tc = run.env, run.tc
     lr = optimizer.param_groups[0]["lr"]
     loss_sum = torch.zeros(len(layers) + 1, dtype=torch.float64, device=env.device)  # per head, then the count
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False, disable=not env.is_main)
-    for step, (x, y) in enumerate(bar, start=1):
+    progress = bar(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False, disable=not env.is_main)
+    for step, (x, y) in enumerate(progress, start=1):
         x, y = _to(x, env.device, tc.channels_last), y.to(env.device, non_blocking=True)
         with torch.no_grad(), _autocast(env.device, tc):
             feats = run.extract(x)
