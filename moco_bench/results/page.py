@@ -18,6 +18,7 @@ from moco_bench.results.plots import Figure
 from moco_bench.results.store import checkpoint_label
 from moco_bench.results.tables import natural, status_table, summary_rows
 
+_SEEDS = r"_(?:std|min|max)$"  # spreads of a metric measured over several seeds
 _PATH = re.compile(r"(?<![\w.:/~-])~?/[\w.@+%-]+(?:/[\w.@+%-]*)+")
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("moco_bench.results", "templates"),
                           autoescape=jinja2.select_autoescape(default=True), trim_blocks=True, lstrip_blocks=True)
@@ -111,22 +112,40 @@ def _remarks(note: str, comparability: str) -> str:
     return re.sub(r"^(?:;\s*)+|(?:;\s*)+$", "", re.sub(r"(?:;\s*){2,}", "; ", text)).strip()
 
 
+def _over_seeds(ours: pd.DataFrame) -> Dict[tuple, Dict[str, float]]:
+    """``{(checkpoint, layer, metric): {"std": .., "min": .., "max": ..}}`` from the ``<metric>_std`` (...) rows."""
+    out: Dict[tuple, Dict[str, float]] = {}
+    for _, r in ours[ours["metric"].str.contains(_SEEDS)].iterrows():
+        base, stat = re.match(r"(.*)_(std|min|max)$", r["metric"]).groups()
+        out.setdefault((r["method"], r["layer"], base), {})[stat] = r["value"]
+    return out
+
+
+def _our_row(r: pd.Series, comparable: bool, text: str, seeds: Dict[str, float]) -> dict:
+    """One row of ours; a value measured over seeds shows its std, its range in the tooltip."""
+    value = _number(r["value"]) + (f" ± {seeds['std']:.2f}" if "std" in seeds else "")
+    spread = f"over seeds: min {seeds['min']:.2f}, max {seeds['max']:.2f}" if {"min", "max"} <= set(seeds) else ""
+    return {"checkpoint": r["method"], "path": r["checkpoint"], "layer": r["layer"], "metric": r["metric"],
+            "value": value, "value_title": spread, "reference": _reference(r), "delta": _number(r["delta"], "+.2f"),
+            "verdict": verdict(comparable, r["reference"], r["within_spread"], r["spread"]),
+            "note": short_paths(_remarks(r["note"], text)), "note_full": _remarks(r["note"], text)}
+
+
 def _our_groups(ours: pd.DataFrame, why: Dict[str, dict], roots: Dict[str, str]) -> List[dict]:
-    """Our rows grouped by dataset and comparability, comparable groups first."""
-    groups = []
+    """Our rows grouped by dataset and comparability, comparable groups first; spreads over seeds folded into
+    the value they belong to (the CSV keeps them as rows)."""
+    seeds = _over_seeds(ours)
+    ours = ours[~ours["metric"].str.contains(_SEEDS)]
     ours = ours.assign(_rank=~ours["comparable"].astype(bool), _metric=natural(ours["metric"]))
-    ours = ours.sort_values(["layer", "_metric"], kind="stable")
-    for (dataset, _, text), g in ours.groupby(["dataset", "_rank", "comparability"], sort=True):
+    groups = []
+    for (dataset, _, text), g in ours.sort_values(["layer", "_metric"], kind="stable").groupby(
+            ["dataset", "_rank", "comparability"], sort=True):
         comparable = bool(g["comparable"].iloc[0])
         header = {"text": text, "changes": []} if comparable else _why_not(why.get(text, {}), text)
         groups.append({"dataset": dataset or "unnamed dataset", "root": roots.get(dataset, ""),
-                       "comparable": comparable, **header, "rows": [{
-                           "checkpoint": r["method"], "path": r["checkpoint"], "layer": r["layer"],
-                           "metric": r["metric"], "value": _number(r["value"]), "reference": _reference(r),
-                           "delta": _number(r["delta"], "+.2f"),
-                           "verdict": verdict(comparable, r["reference"], r["within_spread"], r["spread"]),
-                           "note": short_paths(_remarks(r["note"], text)), "note_full": _remarks(r["note"], text),
-                       } for _, r in g.iterrows()]})
+                       "comparable": comparable, **header,
+                       "rows": [_our_row(r, comparable, text, seeds.get((r["method"], r["layer"], r["metric"]), {}))
+                                for _, r in g.iterrows()]})
     return groups
 
 
@@ -135,7 +154,8 @@ def _published_groups(pub: pd.DataFrame) -> List[dict]:
         "model": f"{r['method']} {r['epochs']}ep {r['arch']}", "layer": r["layer"], "metric": r["metric"],
         "value": f"{r['value']:g}" + ("" if pd.isna(r["spread"]) else f" ± {r['spread']:g}"),
         "source": r["source"], "note": r["note"]} for _, r in g.iterrows()]}
-        for (dataset, protocol), g in pub.groupby(["dataset", "protocol"], sort=False)]
+        for (dataset, protocol), g in pub.assign(_m=natural(pub["metric"])).sort_values(
+            ["layer", "_m"], kind="stable").groupby(["dataset", "protocol"], sort=False)]
 
 
 def _sections(tables: Dict[str, pd.DataFrame], why: Dict[str, dict], roots: Dict[str, str],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import textwrap
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
@@ -127,7 +128,7 @@ def draw(figure: Figure) -> plt.Figure:
             ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{figure.table} — {figure.dataset}")
+        ax.set_title(textwrap.fill(f"{figure.table} — {figure.dataset}", 70))
         fig.legend(loc="outside lower center", ncols=1, frameon=False)
     return fig
 
