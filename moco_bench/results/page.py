@@ -188,10 +188,8 @@ def render_page(df: pd.DataFrame, tables: Dict[str, pd.DataFrame], plots: Sequen
     each figure with its PNG."""
     ok = df[df["status"] == "ok"] if not df.empty else df
     why = dict(zip(ok["comparability_note"], ok["comparability"])) if not ok.empty else {}
-    roots = {}
-    if not ok.empty:
-        for dataset, g in ok.groupby("dataset"):
-            roots[dataset] = ", ".join(sorted(set(g["dataset_root"]) - {""}))
+    roots = {dataset: ", ".join(sorted({str(r) for r in g["dataset_root"] if r}))  # tooltips of dataset names
+             for dataset, g in ok.groupby("dataset")} if not ok.empty else {}
     return _ENV.get_template("report.html.j2").render(
         generated=generated, sources=[str(s) for s in sources],
         checkpoints=_checkpoints(df) if not df.empty else [],

@@ -161,7 +161,8 @@ def summary_rows(tables: Dict[str, pd.DataFrame]) -> pd.DataFrame:
     parts = [t[t["row"] == "ours"].assign(table=name) for name, t in tables.items()]
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=keep)
     rows = rows[~rows["metric"].str.contains(NOT_HEADLINE, regex=True)]
-    order = rows.assign(_m=natural(rows["metric"])).sort_values(["table", "layer", "_m", "method"], kind="stable").index
+    order = rows.assign(_m=natural(rows["metric"])).sort_values(["table", "dataset", "layer", "_m", "method"],
+                                                               kind="stable").index
     return rows.loc[order, keep].rename(columns={"checkpoint": "checkpoint_path", "method": "checkpoint"}).reset_index(
         drop=True)
 
