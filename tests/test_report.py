@@ -221,7 +221,7 @@ def test_latex_tables_for_a_paper(demo):
         assert r"\_" in text and "_" not in text.replace(r"\_", "")
     summary = (demo["report"] / "tables" / "summary_vs_published.tex").read_text()
     assert r"67.5{\tiny$\pm$0.1}" in summary
-    for name in ("summary_vs_published", "not_finished", "imagenet_knn"):
+    for name in ("summary_vs_published", "not_finished", "not_results", "imagenet_knn"):
         assert len(pd.read_csv(demo["report"] / "tables" / f"{name}.csv")) > 0
 
 

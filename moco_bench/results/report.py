@@ -55,7 +55,7 @@ def _write_tables(out: Path, df: pd.DataFrame, tables: Dict[str, pd.DataFrame]) 
         shown = _display(table.drop(columns=["comparability", "checkpoint"]))
         atomic_write_text(out / f"{_slug(name)}.csv", table.to_csv(index=False))
         atomic_write_text(out / f"{_slug(name)}.md", _markdown(shown) + "\n")
-        atomic_write_text(out / f"{_slug(name)}.tex", latex.benchmark_table(table))
+        atomic_write_text(out / f"{_slug(name)}.tex", latex.benchmark_table(table, deltas=table["delta"].notna().any()))
         lines += [f"## {name}\n", _markdown(shown), ""]
     return lines
 
@@ -86,6 +86,7 @@ def write_report(results: Sequence[Path | str], out_dir: Path | str, published: 
         atomic_write_text(out_dir / "tables" / "not_finished.csv", bad.to_csv(index=False))
         lines += ["## Not finished (failed or skipped)\n", _markdown(bad), ""]
     if skipped := df.attrs.get("skipped"):
+        atomic_write_text(out_dir / "tables" / "not_results.csv", pd.DataFrame(skipped).to_csv(index=False))
         lines += ["## Files that are not moco-bench results (skipped)\n", _markdown(pd.DataFrame(skipped)), ""]
     if not tables:
         lines.append("No finished results were found.\n")
