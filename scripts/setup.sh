@@ -38,6 +38,12 @@ fi
 if [ ! -d /usr/share/doc/labelme-examples ] && ! dpkg -s labelme-examples >/dev/null 2>&1; then
   apt_install labelme-examples || echo "note: labelme-examples not installed; its VOC reader test will be skipped"
 fi
+# Debian's chromium renders the HTML report in tests/test_report.py (every plot loaded, no horizontal scroll at
+# 1280 px); without it that one test is skipped.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing Debian's chromium (report rendering test)"
+  apt_install chromium || echo "note: chromium not installed; the report rendering test will be skipped"
+fi
 # detectron2: official source where reachable, else PyPI's pb1-detectron2 sdist with a small compatibility
 # step (README.md, section "detectron2"). A no-op when it is already installed.
 .venv/bin/python scripts/install_detectron2.py

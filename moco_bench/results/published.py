@@ -13,6 +13,20 @@ DEFAULT_CSV = Path(__file__).resolve().parents[2] / "results" / "published" / "n
 COLUMNS = ("method", "pretrain_data", "epochs", "arch", "benchmark", "protocol", "metric", "value", "spread", "source",
            "note")
 _FEATURE = re.compile(r"feature[1-5]")
+# The dataset each benchmark's published figures were measured on, named as our records name it when a run reads
+# that dataset (the protocol file's data.name, or its detectron2 training sets joined by "+"): a number of ours
+# on other data is never drawn on the same axes as these (tests/test_report.py checks the names against the
+# shipped protocol files).
+PUBLISHED_DATASETS = {
+    "imagenet_linear": "ImageNet", "imagenet_mhead_linear": "ImageNet", "imagenet_knn": "ImageNet",
+    "places205_mhead_linear": "Places205", "inat18_linear": "iNat2018",
+    "voc07_svm": "VOC2007", "voc07_lowshot_svm": "VOC2007",
+    "voc0712_frcnn_c4_24k": "voc_2007_trainval+voc_2012_trainval",
+    "voc0712_frcnn_dc5_24k": "voc_2007_trainval+voc_2012_trainval",
+    "coco_mrcnn_c4_1x": "coco_2017_train", "coco_mrcnn_c4_2x": "coco_2017_train",
+    "coco_mrcnn_fpn_1x": "coco_2017_train", "coco_mrcnn_fpn_2x": "coco_2017_train",
+    "coco_keypoint_rcnn_fpn_2x": "keypoints_coco_2017_train",
+}
 
 
 def layer_of(metric: str, protocol: str = "", layer: str = "") -> str:
@@ -24,6 +38,11 @@ def layer_of(metric: str, protocol: str = "", layer: str = "") -> str:
         if m := _FEATURE.search(text or ""):
             return m.group(0)
     return "finetuned" if str(metric).startswith("AP") else "gap"
+
+
+def published_dataset(benchmark: str) -> str:
+    """The dataset of ``benchmark``'s published figures; "" where unknown, which matches none of ours."""
+    return PUBLISHED_DATASETS.get(benchmark, "")
 
 
 def load_published(path: Path | str = DEFAULT_CSV) -> pd.DataFrame:
@@ -38,4 +57,5 @@ def load_published(path: Path | str = DEFAULT_CSV) -> pd.DataFrame:
     df["value"] = pd.to_numeric(df["value"], errors="raise")
     df["spread"] = pd.to_numeric(df["spread"].replace("", float("nan")), errors="raise")
     df["layer"] = [layer_of(m, p) for m, p in zip(df["metric"], df["protocol"])]
+    df["dataset"] = df["benchmark"].map(published_dataset)
     return df

@@ -1,19 +1,22 @@
-"""Write the compiled tables (Markdown, CSV, LaTeX, HTML), the plots and one report page."""
+"""Write everything a report holds from one call: the HTML page, a Markdown report, and per table CSV, Markdown and
+paper-ready LaTeX, the plots as PNG (embedded in the page) and PDF (for a paper)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import pandas as pd
 
-from moco_bench.core.atomic import atomic_write_text
-from moco_bench.results.plots import plot_tables
+from moco_bench.core.atomic import atomic_write_bytes, atomic_write_text
+from moco_bench.results import latex
+from moco_bench.results.page import render_page
+from moco_bench.results.plots import figures, render
 from moco_bench.results.published import DEFAULT_CSV, load_published
 from moco_bench.results.schema import now
 from moco_bench.results.store import load_results
-from moco_bench.results.tables import Reference, compile_tables, status_table, summary_table
+from moco_bench.results.tables import Reference, compile_tables, status_table, summary_rows, summary_table
 
 
 def _slug(name: str) -> str:
@@ -29,11 +32,32 @@ def _display(df: pd.DataFrame, numeric: Sequence[str] = ("value",)) -> pd.DataFr
     return out.where(out.notna(), "")
 
 
-def _write_table(table: pd.DataFrame, shown: pd.DataFrame, base: Path) -> None:
-    atomic_write_text(base.with_suffix(".csv"), table.to_csv(index=False))
-    atomic_write_text(base.with_suffix(".md"), shown.to_markdown(index=False, disable_numparse=True) + "\n")
-    atomic_write_text(base.with_suffix(".tex"), shown.to_latex(index=False, escape=True))
-    atomic_write_text(base.with_suffix(".html"), shown.to_html(index=False))
+def _markdown(shown: pd.DataFrame) -> str:
+    return shown.to_markdown(index=False, disable_numparse=True)
+
+
+def _write_tables(out: Path, df: pd.DataFrame, tables: Dict[str, pd.DataFrame]) -> List[str]:
+    """CSV for every table, Markdown and LaTeX beside it; returns the Markdown report's lines for them."""
+    lines: List[str] = []
+    summary = summary_table(df) if not df.empty else pd.DataFrame()
+    if not summary.empty:
+        shown = _display(summary, numeric=summary.columns[4:])
+        atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+        atomic_write_text(out / "summary.md", _markdown(shown) + "\n")
+        atomic_write_text(out / "summary.tex", latex.tabular(shown))
+        lines += ["## Summary: our checkpoints side by side\n", "Datasets and published rows are in the per-benchmark "
+                  "tables below.\n", _markdown(shown), ""]
+    held = summary_rows(tables)
+    if not held.empty:
+        atomic_write_text(out / "summary_vs_published.csv", held.to_csv(index=False))
+        atomic_write_text(out / "summary_vs_published.tex", latex.summary_table(held))
+    for name, table in tables.items():
+        shown = _display(table.drop(columns=["comparability", "checkpoint"]))
+        atomic_write_text(out / f"{_slug(name)}.csv", table.to_csv(index=False))
+        atomic_write_text(out / f"{_slug(name)}.md", _markdown(shown) + "\n")
+        atomic_write_text(out / f"{_slug(name)}.tex", latex.benchmark_table(table, deltas=table["delta"].notna().any()))
+        lines += [f"## {name}\n", _markdown(shown), ""]
+    return lines
 
 
 def write_report(results: Sequence[Path | str], out_dir: Path | str, published: Path | str | None = DEFAULT_CSV,
@@ -47,33 +71,26 @@ def write_report(results: Sequence[Path | str], out_dir: Path | str, published: 
     df = load_results([Path(p) for p in results])
     pub = load_published(published) if published else None
     tables = compile_tables(df, pub, reference) if not df.empty else {}
-    lines: List[str] = ["# moco-bench report\n", f"Generated {now()} from: {', '.join(map(str, results))}.\n"]
-    html: List[str] = [f"<h1>moco-bench report</h1><p>Generated {now()}.</p>"]
-    summary = summary_table(df) if not df.empty else pd.DataFrame()
-    if not summary.empty:
-        shown = _display(summary, numeric=summary.columns[4:])
-        _write_table(summary, shown, out_dir / "tables" / "summary")
-        lines += ["## Summary: our checkpoints side by side\n", "Datasets and published rows are in the per-benchmark "
-                  "tables below.\n", shown.to_markdown(index=False, disable_numparse=True), ""]
-        html += ["<h2>Summary: our checkpoints side by side</h2>", shown.to_html(index=False)]
-    for name, table in tables.items():
-        shown = _display(table)
-        _write_table(table, shown, out_dir / "tables" / _slug(name))
-        lines += [f"## {name}\n", shown.to_markdown(index=False, disable_numparse=True), ""]
-        html += [f"<h2>{name}</h2>", shown.to_html(index=False)]
-    for png in plot_tables(tables, out_dir / "plots"):
-        lines.append(f"![{png.stem}](plots/{png.name})\n")
-        html.append(f'<h2>{png.stem}</h2><img src="plots/{png.name}">')
+    generated = now()
+    lines = ["# moco-bench report\n", f"Generated {generated} from: {', '.join(map(str, results))}.\n",
+             "The page to read is `report.html` (one self-contained file).\n"]
+    lines += _write_tables(out_dir / "tables", df, tables)
+    plots = []
+    for fig in figures(tables):
+        png = render(fig, "png")
+        atomic_write_bytes(out_dir / "plots" / f"{fig.key}.png", png)
+        atomic_write_bytes(out_dir / "plots" / f"{fig.key}.pdf", render(fig, "pdf"))
+        lines.append(f"![{fig.caption}](plots/{fig.key}.png)\n")
+        plots.append((fig, png))
     if not df.empty and not (bad := status_table(df)).empty:
-        lines += ["## Not finished (failed or skipped)\n", bad.to_markdown(index=False, disable_numparse=True), ""]
-        html += ["<h2>Not finished</h2>", bad.to_html(index=False)]
+        atomic_write_text(out_dir / "tables" / "not_finished.csv", bad.to_csv(index=False))
+        lines += ["## Not finished (failed or skipped)\n", _markdown(bad), ""]
     if skipped := df.attrs.get("skipped"):
-        lines += ["## Files that are not moco-bench results (skipped)\n",
-                  pd.DataFrame(skipped).to_markdown(index=False, disable_numparse=True), ""]
-        html += ["<h2>Skipped files</h2>", pd.DataFrame(skipped).to_html(index=False)]
+        atomic_write_text(out_dir / "tables" / "not_results.csv", pd.DataFrame(skipped).to_csv(index=False))
+        lines += ["## Files that are not moco-bench results (skipped)\n", _markdown(pd.DataFrame(skipped)), ""]
     if not tables:
         lines.append("No finished results were found.\n")
     report = out_dir / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
-    atomic_write_text(out_dir / "report.html", "<html><body>" + "\n".join(html) + "</body></html>\n")
+    atomic_write_text(out_dir / "report.html", render_page(df, tables, plots, [str(r) for r in results], generated))
     return report

@@ -95,11 +95,13 @@ def load_results(folder: Path | str | List[Path | str]) -> pd.DataFrame:
             "variant": ev.get("variant", ""),
             "benchmark": ev.get("benchmark", ev["name"]),
             "dataset": ev.get("dataset", ""),
+            "dataset_root": ev.get("dataset_root", ""),
             "split": ev.get("split", ""),
             "layer": ev.get("layer", ""),
             "comparable": bool(ev.get("comparable", False)),  # a record that does not say is not comparable
             "comparability_note": ev.get("comparability_note", "not comparable: the record does not say"),
             "published_protocol": ev.get("published_protocol") or "",
+            "comparability": ev.get("comparability") or {},
             "checkpoint": ck.get("path", ""),
             "sha256": ck.get("sha256", ""),
             "arch": ck.get("arch", ""),

@@ -16,11 +16,14 @@ from typing import Dict, Optional, Tuple
 
 import pandas as pd
 
-from moco_bench.results.published import layer_of
+from moco_bench.results.published import layer_of, published_dataset
 from moco_bench.results.store import checkpoint_label
 
-COLUMNS = ["row", "method", "epochs", "arch", "dataset", "protocol", "layer", "metric", "value", "reference", "delta",
-           "spread", "within_spread", "source", "note"]
+COLUMNS = ["row", "method", "epochs", "arch", "dataset", "protocol", "layer", "metric", "value", "reference",
+           "reference_value", "delta", "spread", "within_spread", "source", "note", "comparable", "comparability",
+           "checkpoint"]
+# Metrics a summary leaves to the per-benchmark tables: spreads over seeds, last-epoch values, top-5.
+NOT_HEADLINE = r"(?:_std|_min|_max|_last)$|top5"
 Reference = Optional[Tuple[str, str]]  # (method, epochs) named by hand, e.g. ("MoCo v1", "200")
 
 
@@ -32,6 +35,11 @@ def parse_reference(text: str | None) -> Reference:
     if not method or not epochs.isdigit():
         raise ValueError(f"reference {text!r}: expected '<method> <epochs>', e.g. 'MoCo v1 200'")
     return method, epochs
+
+
+def natural(text: pd.Series) -> pd.Series:
+    """A sort key that puts k2 before k10 (and feature2 before feature10)."""
+    return text.str.replace(r"\d+", lambda m: m.group(0).zfill(6), regex=True)
 
 
 def ours(results: pd.DataFrame) -> pd.DataFrame:
@@ -50,6 +58,7 @@ def ours(results: pd.DataFrame) -> pd.DataFrame:
                                         "" if c else why) if n)
                   for f, c, why in zip(ok["file"], ok["comparable"], ok["comparability_note"])]
     ok["row"] = "ours"
+    ok["comparability"] = ok["comparability_note"]
     ok["layer"] = [layer_of(m, "", lay) for m, lay in zip(ok["metric"], ok["layer"])]
     ok["protocol"] = [e + (f" [{v}]" if v else "") for e, v in zip(ok["evaluation"], ok["variant"])]
     ok["table"] = [b + (f" [{v}]" if v else "") for b, v in zip(ok["benchmark"], ok["variant"])]
@@ -74,7 +83,8 @@ def _candidates(pub: pd.DataFrame, row: pd.Series, reference: Reference) -> pd.D
 def _hold_against(rows: pd.DataFrame, pub: Optional[pd.DataFrame], reference: Reference) -> pd.DataFrame:
     """Fill reference, delta, spread and within_spread of our rows; note what could not be matched."""
     rows = rows.copy()
-    rows["reference"], rows["delta"], rows["spread"], rows["within_spread"] = "", float("nan"), float("nan"), ""
+    rows["reference"], rows["within_spread"] = "", ""
+    rows["reference_value"], rows["delta"], rows["spread"] = float("nan"), float("nan"), float("nan")
     for i, r in rows.iterrows():
         match = _candidates(pub, r, reference)
         if match.empty:
@@ -89,9 +99,10 @@ def _hold_against(rows: pd.DataFrame, pub: Optional[pd.DataFrame], reference: Re
         also = [f"{a['value']:g} ({a['source']})" for _, a in match.iloc[1:].iterrows()]
         if also:
             rows.at[i, "note"] = _join(rows.at[i, "note"], "also published: " + ", ".join(also))
+        rows.at[i, "reference_value"], rows.at[i, "spread"] = m["value"], m["spread"]
         if r["comparable"]:
             delta = r["value"] - m["value"]
-            rows.at[i, "delta"], rows.at[i, "spread"] = delta, m["spread"]
+            rows.at[i, "delta"] = delta
             if pd.notna(m["spread"]):
                 rows.at[i, "within_spread"] = "within" if abs(delta) <= m["spread"] + 1e-9 else "outside"
     return rows
@@ -115,8 +126,10 @@ def compile_tables(results: pd.DataFrame, published: Optional[pd.DataFrame] = No
         if published is not None and labels:
             pub = published[(published["benchmark"] == rows["benchmark"].iloc[0])
                             & published["protocol"].isin(labels) & published["metric"].isin(rows["metric"])].copy()
-            pub["row"], pub["dataset"], pub["reference"], pub["delta"], pub["within_spread"] = \
-                "published", "", "", float("nan"), ""
+            pub["row"], pub["reference"], pub["within_spread"] = "published", "", ""
+            pub["reference_value"], pub["delta"] = float("nan"), float("nan")
+            pub["dataset"] = pub["benchmark"].map(published_dataset)
+            pub["comparable"], pub["comparability"], pub["checkpoint"] = None, "", ""
             rows = pd.concat([rows, pub], ignore_index=True)
         rows["_published"] = rows["row"] == "published"
         tables[name] = rows.sort_values(["_published", "layer", "metric"], kind="stable")[COLUMNS].reset_index(
@@ -131,20 +144,34 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     hold the protocol of every number; the table name says which protocol variant a row comes from.
     """
     mine = ours(results)
-    mine = mine[~mine["metric"].str.contains(r"(?:_std|_min|_max|_last)$|top5", regex=True)]
+    mine = mine[~mine["metric"].str.contains(NOT_HEADLINE, regex=True)]
     if mine.empty:
         return pd.DataFrame()
     index = ["table", "protocol", "layer", "metric"]
     wide = mine.assign(protocol=mine["evaluation"]).pivot_table(index=index, columns="method", values="value",
                                                                 aggfunc="first")
-    natural = lambda col: col.str.replace(r"\d+", lambda m: m.group(0).zfill(6), regex=True)  # noqa: E731
     return wide.reset_index().sort_values(index, key=natural).reset_index(drop=True)
+
+
+def summary_rows(tables: Dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (table, metric, checkpoint) of ours, with the reference row chosen for it and the delta: the
+    report's summary, which holds each checkpoint against the published numbers rather than against the others."""
+    keep = ["table", "dataset", "method", "layer", "metric", "value", "reference", "reference_value", "delta", "spread",
+            "within_spread", "comparable", "comparability", "checkpoint"]
+    parts = [t[t["row"] == "ours"].assign(table=name) for name, t in tables.items()]
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=keep)
+    rows = rows[~rows["metric"].str.contains(NOT_HEADLINE, regex=True)]
+    order = rows.assign(_m=natural(rows["metric"])).sort_values(["table", "dataset", "layer", "_m", "method"],
+                                                               kind="stable").index
+    return rows.loc[order, keep].rename(columns={"checkpoint": "checkpoint_path", "method": "checkpoint"}).reset_index(
+        drop=True)
 
 
 def status_table(results: pd.DataFrame) -> pd.DataFrame:
     """One line per record that is not ok (failed or skipped), with the first line of its reason."""
     bad = results[results["status"] != "ok"].drop_duplicates("file")
     return pd.DataFrame({
+        "checkpoint": [checkpoint_label(p, s) for p, s in zip(bad["checkpoint"], bad["sha256"])],
         "evaluation": bad["evaluation"], "status": bad["status"],
         "reason": [str(e).splitlines()[0] if e else "" for e in bad["error"]], "file": bad["file"],
     }).reset_index(drop=True)
