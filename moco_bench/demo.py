@@ -2,7 +2,7 @@
 
 Builds the embedded datasets, pretrains the demo recipe, runs the demo suite on the final checkpoint and on
 the same architecture at random initialization, and compiles the report (tables and plots beside the
-published numbers, which the demo is not comparable with: it says so in every row's dataset and protocol).
+published numbers, which the demo is not comparable with: the report says why once for each group of rows).
 Every stage resumes: finished pretraining epochs and finished evaluations are not redone.
 """
 

@@ -223,6 +223,30 @@ def test_tables_on_a_misspelled_path_keeps_the_report(tmp_path, capsys):
     assert (out / "report.html").read_text() == "previous report"
 
 
+def test_interrupted_report_keeps_the_previous_one(imagefolder_root, tmp_path, monkeypatch):
+    from moco_bench.results import report
+
+    cfg = load_evaluation(KNN, [f"data.root={imagefolder_root}", "knn.k=[5]"])
+    run_evaluation(load_backbone("random:resnet18"), cfg, out_root=tmp_path / "runs")
+    out = tmp_path / "report"
+    report.write_report([tmp_path / "runs"], out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert {"report.html", "report.md"} <= {str(p) for p in before}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "render_page", interrupted)  # Ctrl-C after the tables, before the page
+    with pytest.raises(KeyboardInterrupt):
+        report.write_report([tmp_path / "runs"], out)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]  # no half-built folder left
+    (out / "notes.txt").write_text("mine")
+    monkeypatch.undo()
+    with pytest.raises(DataError, match=r"report: exists and holds files this command did not write"):
+        report.write_report([tmp_path / "runs"], out)
+
+
 # --- 13. numbers out of range, k larger than the data: refused before compute ---------------------------------
 
 def test_out_of_range_numbers_are_refused_at_load(imagefolder_root, tmp_path):

@@ -68,7 +68,8 @@ def demo(imagefolder_root, minivoc_root, tmp_path_factory):
     import torchvision
     from checkpoint_builders import make_moco_checkpoint
 
-    from moco_bench.engine.suite import eval_all, load_suite
+    from moco_bench.engine.eval_all import eval_all
+    from moco_bench.engine.suite import load_suite
 
     tmp = tmp_path_factory.mktemp("report")
     ckpt = make_moco_checkpoint(torchvision.models.resnet18(), tmp / "mocov2_r18.pth.tar", arch="resnet18").path

@@ -7,6 +7,7 @@ import pytest
 
 from moco_bench.cli import main
 from moco_bench.core.env import environment
+from moco_bench.core.errors import DataError
 from moco_bench.results.published import load_published
 from moco_bench.results.report import write_report
 from moco_bench.results.schema import make_record
@@ -91,9 +92,11 @@ def test_report_files_and_cli(results, tmp_path):
     assert "(plots/voc07_lowshot_svm__voc2007__lowshot.png)" in text and (out / "report.html").is_file()
 
 
-def test_empty_results_folder(tmp_path):
-    report = write_report([tmp_path], tmp_path / "out")
-    assert "No finished results" in report.read_text()
+def test_empty_results_folder_is_an_error(tmp_path):
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(DataError, match=r"runs: no moco-bench results found \(no report written\)"):
+        write_report([tmp_path / "runs"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_summary_sets_checkpoints_side_by_side(results, tmp_path):

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never half of it.
+"""Atomic writes: a reader sees the old file (or folder) or the whole new one, never half of it.
 
 Files get the permissions the user's umask gives new files (``mkstemp`` alone would make them 0600), so a
 shared results folder stays readable by the team.
@@ -7,8 +7,13 @@ shared results folder stays readable by the team.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
+
+from moco_bench.core.errors import DataError
 
 
 def _umask() -> int:
@@ -47,3 +52,27 @@ def atomic_torch_save(path: Path, obj) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+@contextmanager
+def replaced_folder(path: Path, replaceable: Callable[[Path], bool]) -> Iterator[Path]:
+    """A new folder, built beside ``path`` and swapped in when the block ends, so that an interrupted or failed
+    build leaves the previous one as it was. An existing ``path`` is replaced only where ``replaceable(path)``
+    says it holds a previous build, never a folder of other files. The swap is two renames: for an instant
+    between them ``path`` is absent, but it is never half-written."""
+    path = Path(path)
+    if path.exists() and not replaceable(path):
+        raise DataError(f"{path}: exists and holds files this command did not write; choose a new or empty folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new"))
+    try:
+        os.chmod(new, 0o777 & ~_umask())
+        yield new
+        old = new.with_suffix(".old")
+        if path.exists():
+            os.rename(path, old)
+        os.rename(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise

@@ -9,7 +9,8 @@ from typing import Dict, List, Sequence
 
 import pandas as pd
 
-from moco_bench.core.atomic import atomic_write_bytes, atomic_write_text
+from moco_bench.core.atomic import atomic_write_bytes, atomic_write_text, replaced_folder
+from moco_bench.core.errors import DataError
 from moco_bench.results import latex
 from moco_bench.results.page import render_page
 from moco_bench.results.plots import figures, render
@@ -60,19 +61,36 @@ def _write_tables(out: Path, df: pd.DataFrame, tables: Dict[str, pd.DataFrame]) 
     return lines
 
 
+REPORT_ENTRIES = {"report.md", "report.html", "tables", "plots"}
+
+
+def _is_report(folder: Path) -> bool:
+    """A folder this function wrote (or an empty one): the only kind it replaces."""
+    return folder.is_dir() and {p.name for p in folder.iterdir()} <= REPORT_ENTRIES
+
+
 def write_report(results: Sequence[Path | str], out_dir: Path | str, published: Path | str | None = DEFAULT_CSV,
                  reference: Reference = None) -> Path:
-    """Compile every result under ``results`` into ``out_dir``; returns the path of ``report.md``.
+    """Compile every result under ``results`` into ``out_dir``; returns the path of ``report.md``. The report is
+    built in a new folder and swapped in at the end: an interrupted run keeps the previous report whole.
 
     ``reference``: ``(method, epochs)`` of the published rows to hold every result against, instead of each
     checkpoint's recorded recipe.
     """
-    out_dir = Path(out_dir)
     df = load_results([Path(p) for p in results])
+    if df.empty:
+        found = f"; {len(df.attrs['skipped'])} JSON file(s) that are not results" if df.attrs.get("skipped") else ""
+        raise DataError(f"{', '.join(map(str, results))}: no moco-bench results found{found} (no report written)")
     pub = load_published(published) if published else None
-    tables = compile_tables(df, pub, reference) if not df.empty else {}
+    tables = compile_tables(df, pub, reference)
+    with replaced_folder(Path(out_dir), _is_report) as new:
+        _write_all(new, df, tables, [str(r) for r in results])
+    return Path(out_dir) / "report.md"
+
+
+def _write_all(out_dir: Path, df: pd.DataFrame, tables: Dict[str, pd.DataFrame], results: List[str]) -> None:
     generated = now()
-    lines = ["# moco-bench report\n", f"Generated {generated} from: {', '.join(map(str, results))}.\n",
+    lines = ["# moco-bench report\n", f"Generated {generated} from: {', '.join(results)}.\n",
              "The page to read is `report.html` (one self-contained file).\n"]
     lines += _write_tables(out_dir / "tables", df, tables)
     plots = []
@@ -82,7 +100,7 @@ def write_report(results: Sequence[Path | str], out_dir: Path | str, published: 
         atomic_write_bytes(out_dir / "plots" / f"{fig.key}.pdf", render(fig, "pdf"))
         lines.append(f"![{fig.caption}](plots/{fig.key}.png)\n")
         plots.append((fig, png))
-    if not df.empty and not (bad := status_table(df)).empty:
+    if not (bad := status_table(df)).empty:
         atomic_write_text(out_dir / "tables" / "not_finished.csv", bad.to_csv(index=False))
         lines += ["## Not finished (failed or skipped)\n", _markdown(bad), ""]
     if skipped := df.attrs.get("skipped"):
@@ -90,7 +108,5 @@ def write_report(results: Sequence[Path | str], out_dir: Path | str, published: 
         lines += ["## Files that are not moco-bench results (skipped)\n", _markdown(pd.DataFrame(skipped)), ""]
     if not tables:
         lines.append("No finished results were found.\n")
-    report = out_dir / "report.md"
-    atomic_write_text(report, "\n".join(lines) + "\n")
-    atomic_write_text(out_dir / "report.html", render_page(df, tables, plots, [str(r) for r in results], generated))
-    return report
+    atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / "report.html", render_page(df, tables, plots, results, generated))
