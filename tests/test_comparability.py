@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from moco_bench.cli import main
+from moco_bench.core.config import is_free
 from moco_bench.core.env import environment
 from moco_bench.core.schema import flatten
-from moco_bench.engine.comparability import assess, is_free
+from moco_bench.engine.comparability import assess
 from moco_bench.evaluators.schema import load_evaluation
 from moco_bench.results.published import load_published
 from moco_bench.results.schema import make_record
@@ -173,8 +174,9 @@ def test_checkpoint_recipe_from_its_keys_or_its_config(tmp_path):
     assert (v1.recipe["method"], v1.recipe["epochs"], v1.recipe["arch"]) == ("MoCo v1", 200, "R18")
     assert (v2.recipe["method"], v2.recipe["epochs"]) == ("MoCo v2", 800)
     assert load_backbone("random:resnet50").record()["recipe"]["method"] == "random"
-    ours = {"config": {"recipe": {"method": "MoCo v2", "pretrain_data": "IN-1M"}}, "state_dict": {}}
+    bf16 = {"compute.precision": {"protocol": "fp32", "run": "bf16"}}
+    ours = {"config": {"recipe": {"method": "MoCo v2", "pretrain_data": "IN-1M", "deviations": bf16}}, "state_dict": {}}
     assert recipe_of(ours, "moco", "resnet50", 120) == {
         "method": "MoCo v2", "epochs": 120, "arch": "R50", "pretrain_data": "IN-1M",
-        "source": "the recipe block of the checkpoint's pretraining config"}
+        "source": "the recipe block of the checkpoint's pretraining config", "deviations": bf16}
     assert recipe_of({}, "mmselfsup", "wide_resnet50_2", None)["arch"] == "wide_resnet50_2"

@@ -245,7 +245,7 @@ def test_record_and_forced_format(r18, tmp_path):
     assert detected.record() == {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                                  "format": "mmselfsup", "arch": "resnet18", "epochs": None, "weights": "backbone",
                                  "recipe": {"method": None, "epochs": None, "arch": "R18", "pretrain_data": None,
-                                            "source": "unknown"}}
+                                            "source": "unknown", "deviations": {}}}
     vissl = BUILDERS["vissl"](r18, tmp_path / "vissl.torch").path
     with pytest.raises(CheckpointError, match="not in the moco layout .* top-level keys: phase_idx"):
         load_backbone(vissl, fmt="moco")
@@ -268,7 +268,7 @@ def test_random_baseline_is_seeded_and_leaves_global_rng_alone():
     assert a.record() == {"path": "random:resnet18@3", "sha256": b.sha256, "format": "random", "arch": "resnet18",
                           "epochs": 0, "weights": "",
                           "recipe": {"method": "random", "epochs": 0, "arch": "R18", "pretrain_data": "-",
-                                     "source": "random initialization"}}
+                                     "source": "random initialization", "deviations": {}}}
     assert len(a.sha256) == 64 and a.sha256 != c.sha256
     assert c.path == "random:resnet18@0"
     assert isinstance(a.build_model().fc, nn.Identity)

@@ -74,6 +74,25 @@ def test_top5_counts_classes_without_votes_as_the_reference_does():
     assert res[10][1] > res[10][0] + 10  # targets without votes reach the top 5 by rank alone
 
 
+def test_torch_search_finds_the_same_neighbours_as_faiss(monkeypatch):
+    """The torch search (CPU default) against faiss' (the search of earlier versions, kept for GPUs), on tie-free
+    data, with chunks and similarity blocks small enough that every merge path runs."""
+    faiss = pytest.importorskip("faiss")
+    from moco_bench.evaluators.frozen import search
+
+    train, _ = clusters(500, d=48)
+    val, _ = clusters(90, d=48, seed=1)
+    monkeypatch.setattr(search, "BLOCK", 37 * 40)  # 40 query rows per similarity block of a 37-row train chunk
+    runs = {b: search.search(train, val, 60, query_chunk=64, train_chunk=37, backend=b) for b in ("torch", "faiss")}
+    assert np.array_equal(runs["torch"][1], runs["faiss"][1])
+    np.testing.assert_allclose(runs["torch"][0], runs["faiss"][0], atol=1e-6)
+    assert np.all(np.diff(runs["torch"][0], axis=1) <= 0) and runs["torch"][1].min() >= 0
+    ref = faiss.knn(search.normalized(val.copy(), 0, "val"), search.normalized(train.copy(), 0, "train"), 60,
+                    metric=faiss.METRIC_INNER_PRODUCT)[1]
+    assert np.array_equal(runs["torch"][1], ref)  # one unchunked search agrees too
+    assert search.choose_backend("auto", "cpu") == "torch"
+
+
 def test_knn_top1_takes_torch_tensors():
     train, train_labels = clusters(200)
     val, val_labels = clusters(50, seed=1)

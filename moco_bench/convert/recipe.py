@@ -27,13 +27,17 @@ def _state_keys(ckpt: Mapping) -> list:
 
 
 def recipe_of(ckpt: Mapping[str, Any] | None, fmt: str, arch: str, epochs: int | None) -> dict:
-    """``{method, epochs, arch, pretrain_data, source}``; unknown fields are None."""
-    out = {"method": None, "epochs": epochs, "arch": short_arch(arch), "pretrain_data": None, "source": "unknown"}
+    """``{method, epochs, arch, pretrain_data, source, deviations}``; unknown fields are None. ``deviations``:
+    ``{key: {protocol, run}}`` where moco-bench's pretraining recorded that the run left its shipped recipe."""
+    out = {"method": None, "epochs": epochs, "arch": short_arch(arch), "pretrain_data": None, "source": "unknown",
+           "deviations": {}}
     config = ckpt.get("config") if isinstance(ckpt, Mapping) else None
     declared = config.get("recipe") if isinstance(config, Mapping) else None
     if isinstance(declared, Mapping):
+        deviations = declared.get("deviations")
         out.update(method=declared.get("method"), pretrain_data=declared.get("pretrain_data"),
-                   source="the recipe block of the checkpoint's pretraining config")
+                   source="the recipe block of the checkpoint's pretraining config",
+                   deviations=dict(deviations) if isinstance(deviations, Mapping) else {})
     elif fmt == "random":
         out.update(method="random", pretrain_data="-", epochs=0, source="random initialization")
     elif fmt == "moco" and ckpt is not None:

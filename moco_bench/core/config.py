@@ -11,8 +11,9 @@ Two resolvers make paths portable: ``${datasets:VOC2007}`` (under ``$MOCO_BENCH_
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -24,6 +25,7 @@ from moco_bench.core.errors import ConfigError
 from moco_bench.core.schema import check, missing_keys, open_mappings
 
 VERSION = 1  # the config format this moco-bench reads
+ABSENT = "(absent)"  # the value :func:`differences` reports for a key one side lacks
 OmegaConf.register_new_resolver("datasets", lambda sub="": str(paths.datasets_root() / sub), replace=True)
 OmegaConf.register_new_resolver("embedded", lambda sub="": str(paths.data_cache() / "embedded" / sub), replace=True)
 
@@ -108,3 +110,19 @@ def resolved(cfg: DictConfig) -> dict:
 def save_config(cfg: DictConfig, path: str | Path) -> None:
     """Write the resolved config beside an output, atomically."""
     atomic_write_text(Path(path), OmegaConf.to_yaml(OmegaConf.create(resolved(cfg))))
+
+
+def differences(shipped: Any, run: Any, prefix: str = "") -> Dict[str, Dict[str, Any]]:
+    """``{key: {"protocol": shipped value, "run": run value}}`` for every difference of two plain configs, at the
+    shallowest key where they part (a block replaced by null is one difference, not one per key inside it)."""
+    if isinstance(shipped, dict) and isinstance(run, dict):
+        out: Dict[str, Dict[str, Any]] = {}
+        for key in sorted(set(shipped) | set(run), key=str):
+            out.update(differences(shipped.get(key, ABSENT), run.get(key, ABSENT), f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: {"protocol": shipped, "run": run}} if shipped != run else {}
+
+
+def is_free(key: str, patterns: Mapping[str, str]) -> bool:
+    """Whether ``key`` is one of the free ``patterns``, lies under one, or matches one as a glob."""
+    return any(key == p or key.startswith(p + ".") or fnmatch.fnmatchcase(key, p) for p in patterns)

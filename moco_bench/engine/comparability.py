@@ -14,33 +14,17 @@ The block of the run itself is never trusted for these lists: a run cannot decla
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from typing import Any, Dict, List, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from moco_bench.core.config import ABSENT, differences, is_free
 from moco_bench.core.errors import ConfigError
 
 BLOCK = "comparability"
 _NAME = re.compile(r"[a-z0-9_]+")
 _IGNORED = ("_source_", BLOCK)
-ABSENT = "(absent)"
-
-
-def _diff(shipped: Any, run: Any, prefix: str, out: Dict[str, Dict[str, Any]]) -> None:
-    """``out[key] = {protocol, run}`` for every difference, at the shallowest key where the two part (a block
-    replaced by null is one difference, not one per key inside it)."""
-    if isinstance(shipped, dict) and isinstance(run, dict):
-        for key in sorted(set(shipped) | set(run), key=str):
-            _diff(shipped.get(key, ABSENT), run.get(key, ABSENT), f"{prefix}{key}.", out)
-    elif shipped != run:
-        out[prefix[:-1]] = {"protocol": shipped, "run": run}
-
-
-def is_free(key: str, patterns: Mapping[str, str]) -> bool:
-    """Whether ``key`` is one of the free ``patterns``, lies under one, or matches one as a glob."""
-    return any(key == p or key.startswith(p + ".") or fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
 def protocol_config(cfg: DictConfig) -> DictConfig:
@@ -80,20 +64,19 @@ def assess(cfg: DictConfig) -> Dict[str, Any]:
     block = protocol[BLOCK]
     free = dict(block.get("free_keys") or {})
     requires = dict(block.get("requires") or {})
-    changes: Dict[str, Dict[str, Any]] = {}
-    _diff(OmegaConf.to_container(protocol, resolve=False), OmegaConf.to_container(cfg, resolve=False), "", changes)
-    differences, free_changes = {}, {}
+    changes = differences(OmegaConf.to_container(protocol, resolve=False), OmegaConf.to_container(cfg, resolve=False))
+    changed, free_changes = {}, {}
     for key, change in changes.items():
         if key.split(".")[0] in _IGNORED or key in requires:
             continue
-        (free_changes if is_free(key, free) else differences)[key] = change
+        (free_changes if is_free(key, free) else changed)[key] = change
     unmet = {}
     for key, spec in requires.items():
         value = OmegaConf.select(cfg, key, default=ABSENT)
         if value != spec["value"]:
             unmet[key] = {"required": spec["value"], "run": value, "reason": str(spec["reason"])}
     return {"protocol": str(block.protocol), "published_protocol": block.get("published"),
-            "comparable": not differences and not unmet, "differences": differences,
+            "comparable": not changed and not unmet, "differences": changed,
             "free_changes": free_changes, "unmet": unmet, "reason": ""}
 
 

@@ -61,9 +61,10 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save(path: Path, *, epoch: int, arch: str, model: torch.nn.Module, optimizer, scheduler,
+def save(path: Path, *, epoch: int, arch: str, model: torch.nn.Module, optimizer, scheduler, scaler=None,
          rng: List[Dict[str, Any]], config: dict) -> None:
-    """Write a checkpoint atomically: an interrupted write leaves the previous checkpoints intact."""
+    """Write a checkpoint atomically: an interrupted write leaves the previous checkpoints intact. ``scaler``: the
+    fp16 gradient scaler, whose scale a resumed run continues from."""
     state = {
         "epoch": epoch,
         "arch": arch,
@@ -73,6 +74,8 @@ def save(path: Path, *, epoch: int, arch: str, model: torch.nn.Module, optimizer
         "rng": rng,
         "config": config,
     }
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
     atomic_torch_save(Path(path), state)
 
 
@@ -99,8 +102,10 @@ def load_for_resume(path: Path, cfg_model) -> Dict[str, Any]:
     return ckpt
 
 
-def restore(ckpt: Dict[str, Any], path: Path, *, model, optimizer, scheduler, rank: int, world_size: int) -> int:
-    """Load model (both encoders, queue and pointer), optimizer, scheduler and RNG; return the next epoch."""
+def restore(ckpt: Dict[str, Any], path: Path, *, model, optimizer, scheduler, scaler=None, rank: int,
+            world_size: int) -> int:
+    """Load model (both encoders, queue and pointer), optimizer, scheduler, fp16 scaler and RNG; return the next
+    epoch."""
     state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
     try:
         model.load_state_dict(state)
@@ -108,6 +113,8 @@ def restore(ckpt: Dict[str, Any], path: Path, *, model, optimizer, scheduler, ra
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: does not match the configured model: {e}") from None
     scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and "scaler" in ckpt:
+        scaler.load_state_dict(ckpt["scaler"])
     if len(ckpt["rng"]) == world_size:
         set_rng_state(ckpt["rng"][rank])
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from moco_bench.core.schema import MISSING, field
 from moco_bench.evaluators.schema import NAME, Data, TestTransform
@@ -11,8 +11,10 @@ from moco_bench.evaluators.schema import NAME, Data, TestTransform
 
 @dataclass
 class Recipe:
+    protocol: str = field(pattern=NAME)  # the shipped recipe file this run derives from (pretrain/<protocol>.yaml)
     method: Optional[str] = None  # the method column of results/published/numbers.csv (MoCo v1, MoCo v2)
     pretrain_data: Optional[str] = None  # its pretrain_data column (IN-1M)
+    free_keys: Dict[str, str] = field({})  # keys that leave the recipe as published, each with its reason
 
 
 @dataclass
@@ -22,6 +24,7 @@ class PretrainData:
     split: str = MISSING
     batch_size: int = field(min=1)  # global, over all processes
     workers: int = field(min=0)  # DataLoader workers per process
+    pipeline: str = field(choices=("pil", "tensor"))  # augment PIL images in workers, or tensors on the device
 
 
 @dataclass
@@ -60,6 +63,12 @@ class Optim:
 
 
 @dataclass
+class Compute:
+    precision: str = field(choices=("fp32", "bf16", "fp16"))  # autocast of the steps; fp16 with a gradient scaler
+    channels_last: bool = MISSING
+
+
+@dataclass
 class Log:
     every: int = field(min=1)
     tensorboard: bool = MISSING
@@ -91,6 +100,7 @@ class PretrainConfig:
     model: Model = MISSING
     transform: Augment = MISSING
     optim: Optim = MISSING
+    compute: Compute = MISSING
     log: Log = MISSING
     monitor: Monitor = MISSING
 

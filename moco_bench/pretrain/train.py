@@ -12,32 +12,31 @@ import logging
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from moco_bench.core import distributed
-from moco_bench.core.config import resolved, save_config
-from moco_bench.core.errors import ConfigError, DataError, ResultExistsError, TrainingDiverged
+from moco_bench.core.atomic import atomic_write_text
+from moco_bench.core.config import resolved
+from moco_bench.core.errors import ConfigError, ResultExistsError, TrainingDiverged
 from moco_bench.core.progress import bar
-from moco_bench.data.readers import open_split
-from moco_bench.data.transforms import TwoCropsTransform, moco_v1_augment, moco_v2_augment
 from moco_bench.models.moco import MoCo
 from moco_bench.pretrain import checkpoint
+from moco_bench.pretrain.compute import StepCompute, step_compute
+from moco_bench.pretrain.data import AUGMENT_KEYS, build_dataset, build_loader
 from moco_bench.pretrain.log import MetricLog
 from moco_bench.pretrain.monitor import KnnMonitor
+from moco_bench.pretrain.recipe import recipe_record
 
 log = logging.getLogger(__name__)
-AUGMENTS = {"moco_v1": moco_v1_augment, "moco_v2": moco_v2_augment}
-AUGMENT_KEYS = {"moco_v1": ("crop", "scale", "grayscale_p", "jitter", "mean", "std"),
-                "moco_v2": ("crop", "scale", "jitter", "jitter_p", "grayscale_p", "blur_sigma", "blur_p", "mean",
-                            "std")}
 
 
 def lr_factor(epoch: int, *, schedule: str, epochs: int, milestones) -> float:
@@ -72,20 +71,6 @@ def resume_path(cfg: DictConfig, out_dir: Path) -> Optional[Path]:
         raise ResultExistsError(f"{out_dir} already holds {latest.name}: pass resume=auto to continue that run, "
                                 "or choose another output_dir")
     return None
-
-
-def build_dataset(cfg: DictConfig):
-    """The pretraining images (``data.reader`` on ``data.root`` / ``data.split``), two augmented views each."""
-    aug = resolved(cfg.transform)
-    kind = aug["kind"]
-    transform = TwoCropsTransform(AUGMENTS[kind](**{k: aug[k] for k in AUGMENT_KEYS[kind]}))
-    data = resolved(cfg.data)
-    dataset = open_split({**data, "classes": None}, data["split"], transform, str(cfg.get("_source_", "config")))
-    if len(dataset) < cfg.data.batch_size:
-        raise DataError(f"{cfg.data.root}/{cfg.data.split}: {len(dataset)} images, fewer than one global batch "
-                        f"(data.batch_size={cfg.data.batch_size})")
-    dataset[0]  # read and augment one image now rather than fail after the model is built
-    return dataset
 
 
 def build_monitor(cfg: DictConfig) -> Optional[KnnMonitor]:
@@ -123,6 +108,7 @@ def preflight(cfg: DictConfig, world_size: int):
     """The checks that need no data: config numbers and the resume checkpoint. Returns (path, checkpoint) or
     (None, None); run again by each job, and before submitting one."""
     check_config(cfg, world_size)
+    recipe_record(cfg)  # the shipped recipe it names exists
     resume = resume_path(cfg, Path(cfg.output_dir))
     return (resume, checkpoint.load_for_resume(resume, cfg.model)) if resume else (None, None)
 
@@ -132,6 +118,8 @@ def build_training(cfg: DictConfig, env: distributed.DistEnv):
     mc = cfg.model
     bn_splits = mc.bn_splits if env.world_size == 1 else 1  # across ranks, each rank is one BN group
     moco = MoCo(mc.arch, dim=mc.dim, K=mc.K, m=mc.m, T=mc.T, mlp=mc.mlp, bn_splits=bn_splits).to(env.device)
+    if cfg.compute.channels_last:
+        moco.to(memory_format=torch.channels_last)
     model = moco
     if env.world_size > 1:
         # Buffers are synced once, here, not before every step as main_moco.py's DDP default does: the queue stays
@@ -148,60 +136,86 @@ def build_training(cfg: DictConfig, env: distributed.DistEnv):
     return moco, model, optimizer, scheduler
 
 
+@dataclass
+class Run:
+    """Everything one pretraining run holds between epochs."""
+    moco: MoCo
+    model: nn.Module  # moco, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    compute: StepCompute
+    loader: DataLoader
+    config: dict  # resolved, with the recipe record: saved in every checkpoint
+    logs: Optional[MetricLog] = None
+    monitor: Optional[KnnMonitor] = None
+
+
+def recorded_config(cfg: DictConfig) -> dict:
+    """The resolved config with ``recipe`` replaced by the run's recipe record (the shipped recipe it derives
+    from, the method and data of that file, and every deviation from it)."""
+    config = resolved(cfg)
+    config["recipe"] = recipe_record(cfg)
+    return config
+
+
 def _pretrain(cfg: DictConfig, env: distributed.DistEnv) -> Optional[Path]:
     resume, ckpt = preflight(cfg, env.world_size)
     out_dir = Path(cfg.output_dir)
     dataset = build_dataset(cfg)
     monitor = build_monitor(cfg)  # on every rank, so that a bad path stops them all (rank 0 alone uses it)
-
     random.seed(cfg.seed + env.rank)
     torch.manual_seed(cfg.seed + env.rank)
-    moco, model, optimizer, scheduler = build_training(cfg, env)
+    run = Run(*build_training(cfg, env), step_compute(cfg, env.device), build_loader(cfg, dataset, env),
+              recorded_config(cfg), monitor=monitor)
     start_epoch = 0
     if ckpt is not None:
-        start_epoch = checkpoint.restore(ckpt, resume, model=moco, optimizer=optimizer, scheduler=scheduler,
-                                         rank=env.rank, world_size=env.world_size)
+        start_epoch = checkpoint.restore(ckpt, resume, model=run.moco, optimizer=run.optimizer,
+                                         scheduler=run.scheduler, scaler=run.compute.scaler, rank=env.rank,
+                                         world_size=env.world_size)
         log.info("resumed from %s at epoch %d", resume, start_epoch)
-
-    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed,
-                                 drop_last=True)
-    loader = DataLoader(dataset, cfg.data.batch_size // env.world_size, sampler=sampler,
-                        num_workers=cfg.data.workers, pin_memory=env.device.type == "cuda", drop_last=True)
-    logs = None
     if env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
-        logs = MetricLog(out_dir, cfg.log.tensorboard, start_epoch, start_epoch * len(loader))
+        atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(run.config)))
+        run.logs = MetricLog(out_dir, cfg.log.tensorboard, start_epoch, start_epoch * len(run.loader))
+        for key, change in run.config["recipe"]["deviations"].items():
+            log.warning("off the published recipe (pretrain/%s.yaml): %s %s -> %s; results will say so",
+                        run.config["recipe"]["protocol"], key, change["protocol"], change["run"])
     last = resume
     try:
         for epoch in range(start_epoch, cfg.optim.epochs):
-            sampler.set_epoch(epoch)
-            stats = train_one_epoch(model, loader, optimizer, epoch=epoch, env=env, logs=logs,
-                                    log_every=cfg.log.every, last_checkpoint=last)
-            if env.is_main:  # one line per epoch, readable in a log file
-                log.info("epoch %d/%d: loss %.3f, acc1 %.1f, lr %.4g, %.0f images/s", epoch + 1, cfg.optim.epochs,
-                         stats["loss"], stats["acc1"], optimizer.param_groups[0]["lr"], stats["images_per_s"])
-            scheduler.step()
-            rng = gather_rng(env.world_size)
-            if env.is_main:
-                last = out_dir / checkpoint.checkpoint_name(epoch)
-                checkpoint.save(last, epoch=epoch + 1, arch=cfg.model.arch, model=moco, optimizer=optimizer,
-                                scheduler=scheduler, rng=rng, config=resolved(cfg))
-                checkpoint.prune(out_dir, cfg.keep_checkpoints)
-            if env.is_main and monitor is not None and (epoch + 1) % cfg.monitor.knn_every == 0:
-                top1 = monitor(moco.encoder_q, env.device)
-                logs.write("knn", (epoch + 1) * len(loader), {"epoch": epoch, "top1": top1})
-                log.info(f"epoch {epoch}: kNN top-1 {top1:.2f} (k={cfg.monitor.k}, T={cfg.monitor.T})")
-            if env.world_size > 1:
-                dist.barrier()  # the others wait for rank 0's checkpoint and monitor
+            last = run_epoch(run, cfg, env, epoch, last)
     finally:
-        if logs is not None:
-            logs.close()
+        if run.logs is not None:
+            run.logs.close()
     return last if env.is_main else None
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, *, epoch: int, env, logs: Optional[MetricLog],
-                    log_every: int, last_checkpoint: Optional[Path]) -> dict:
+def run_epoch(run: Run, cfg: DictConfig, env: distributed.DistEnv, epoch: int, last: Optional[Path]):
+    """One epoch, then (on rank 0) its log line, checkpoint and monitor; returns the newest checkpoint."""
+    run.loader.sampler.set_epoch(epoch)
+    stats = train_one_epoch(run.model, run.loader, run.optimizer, run.compute, epoch=epoch, env=env, logs=run.logs,
+                            log_every=cfg.log.every, last_checkpoint=last)
+    if env.is_main:  # one line per epoch, readable in a log file
+        log.info("epoch %d/%d: loss %.3f, acc1 %.1f, lr %.4g, %.0f images/s", epoch + 1, cfg.optim.epochs,
+                 stats["loss"], stats["acc1"], run.optimizer.param_groups[0]["lr"], stats["images_per_s"])
+    run.scheduler.step()
+    rng = gather_rng(env.world_size)
+    if env.is_main:
+        last = Path(cfg.output_dir) / checkpoint.checkpoint_name(epoch)
+        checkpoint.save(last, epoch=epoch + 1, arch=cfg.model.arch, model=run.moco, optimizer=run.optimizer,
+                        scheduler=run.scheduler, scaler=run.compute.scaler, rng=rng, config=run.config)
+        checkpoint.prune(Path(cfg.output_dir), cfg.keep_checkpoints)
+    if env.is_main and run.monitor is not None and (epoch + 1) % cfg.monitor.knn_every == 0:
+        top1 = run.monitor(run.moco.encoder_q, env.device)
+        run.logs.write("knn", (epoch + 1) * len(run.loader), {"epoch": epoch, "top1": top1})
+        log.info(f"epoch {epoch}: kNN top-1 {top1:.2f} (k={cfg.monitor.k}, T={cfg.monitor.T})")
+    if env.world_size > 1:
+        dist.barrier()  # the others wait for rank 0's checkpoint and monitor
+    return last
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, compute: StepCompute, *, epoch: int, env,
+                    logs: Optional[MetricLog], log_every: int, last_checkpoint: Optional[Path]) -> dict:
     """One epoch; returns its mean loss and (K+1)-way accuracy and its images per second (for the log line)."""
     model.train()
     criterion = nn.CrossEntropyLoss()
@@ -209,16 +223,15 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, *, epoch: i
     progress = bar(loader, desc=f"epoch {epoch}", disable=not env.is_main, dynamic_ncols=True)
     tick, tick_step, start, sums = time.perf_counter(), 0, time.perf_counter(), torch.zeros(2)
     for i, (images, _) in enumerate(progress):
-        im_q, im_k = (x.to(env.device, non_blocking=True) for x in images)
-        logits, labels = model(im_q, im_k)
-        loss = criterion(logits, labels)
+        im_q, im_k = compute.inputs(images, env.device)
+        with compute.autocast(env.device):
+            logits, labels = model(im_q, im_k)
+            loss = criterion(logits, labels)
         if not distributed.all_finite(loss):
             kept = f"the last good checkpoint, {last_checkpoint}, is kept" if last_checkpoint else "no checkpoint yet"
             raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, step {i} (global step "
                                    f"{epoch * steps + i}); stopped before the update; {kept}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        compute.step(loss, optimizer)
         acc1 = 100.0 * (logits.detach().argmax(1) == 0).float().mean().item()  # (K+1)-way: is the positive first?
         sums += torch.tensor([loss.item(), acc1])
         if logs is not None and (i % log_every == 0 or i == steps - 1):

@@ -60,6 +60,8 @@ def _checkpoints(df: pd.DataFrame) -> List[dict]:
         recipe = " ".join(str(x) for x in (first["recipe_method"], f"{first['recipe_epochs']}ep" if
                                             first["recipe_epochs"] else "", first["recipe_arch"],
                                             first["recipe_data"]) if x)
+        if first["recipe_deviations"]:
+            recipe += f" (off the published recipe: {first['recipe_deviations']})"
         dates = sorted(d for d in g["finished"] if d)
         per_file = g.drop_duplicates("file")["status"].value_counts()
         out.append({"label": checkpoint_label(path, sha), "path": path, "recipe": recipe or "unknown recipe",

@@ -66,6 +66,14 @@ def _in_work_folder(path: Path, root: Path) -> bool:
     return False
 
 
+def _deviations(deviations) -> str:
+    """``compute.precision fp32 -> bf16; ...``: how the checkpoint's pretraining left its published recipe."""
+    if not isinstance(deviations, dict):
+        return ""
+    return "; ".join(f"{k} {v.get('protocol')} -> {v.get('run')}" if isinstance(v, dict) else str(k)
+                     for k, v in deviations.items())
+
+
 def load_results(folder: Path | str | List[Path | str]) -> pd.DataFrame:
     """One row per (result file, metric) for every ``*.json`` under the given folder(s).
 
@@ -110,6 +118,7 @@ def load_results(folder: Path | str | List[Path | str]) -> pd.DataFrame:
             "recipe_epochs": "" if recipe.get("epochs") is None else str(recipe["epochs"]),
             "recipe_arch": recipe.get("arch") or "",
             "recipe_data": recipe.get("pretrain_data") or "",
+            "recipe_deviations": _deviations(recipe.get("deviations")),
             "status": rec["status"],
             "error": rec.get("error"),
             "finished": rec["timing"].get("end", ""),

@@ -100,6 +100,9 @@ def _hold_against(rows: pd.DataFrame, pub: Optional[pd.DataFrame], reference: Re
         if also:
             rows.at[i, "note"] = _join(rows.at[i, "note"], "also published: " + ", ".join(also))
         rows.at[i, "reference_value"], rows.at[i, "spread"] = m["value"], m["spread"]
+        if r["recipe_deviations"]:
+            rows.at[i, "note"] = _join(rows.at[i, "note"], f"pretrained off the published recipe: "
+                                                           f"{r['recipe_deviations']}")
         if r["comparable"]:
             delta = r["value"] - m["value"]
             rows.at[i, "delta"] = delta

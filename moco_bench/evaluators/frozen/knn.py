@@ -1,13 +1,9 @@
 """Weighted kNN classification on frozen GAP features (mmselfsup knn_eval, from DINO's eval_knn).
 
 Features are L2-normalized; each validation image's ``max(k)`` nearest train features by inner product
-(cosine) are found once with faiss, and every ``k`` of the config is answered from that one search: the
-first ``k`` neighbours vote ``exp(sim / T)`` for their class, and classes are ranked as the reference ranks them
-(see :func:`vote`).
-
-Memory stays bounded on ImageNet-size sets: on CPU the train features are streamed in chunks against a
-chunk of queries and the running top-k merged in a faiss ResultHeap, so no N x D index (10 GB for ImageNet
-at 2048-d) is held; with faiss-gpu and a CUDA device, a GPU flat index holds them instead.
+(cosine) are found once (:mod:`.search`, streamed: no N x D index, 10 GB for ImageNet at 2048-d, is held in
+memory), and every ``k`` of the config is answered from that one search: the first ``k`` neighbours vote
+``exp(sim / T)`` for their class, and classes are ranked as the reference ranks them (see :func:`vote`).
 """
 
 from __future__ import annotations
@@ -15,67 +11,20 @@ from __future__ import annotations
 import resource
 from typing import Dict, Sequence, Tuple
 
-import faiss
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
-from moco_bench.evaluators.frozen.features import check_finite, load_split, read_rows
+from moco_bench.evaluators.frozen.features import check_finite, load_split
+from moco_bench.evaluators.frozen.search import choose_backend, describe, search
 
 
 def _as_numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().float().cpu().numpy()
     return x if isinstance(x, np.ndarray) else np.asarray(x)  # keeps a cache memmap a memmap
-
-
-def _normalized(rows: np.ndarray, start: int, what: str) -> np.ndarray:
-    """``rows`` (a fresh chunk from read_rows) divided in place by max(||row||, 1e-12), torch's normalize rule;
-    NaN/Inf is an error."""
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None]  # no chunk-sized temporary, unlike linalg.norm
-    bad = np.flatnonzero(~np.isfinite(norms[:, 0]))
-    if len(bad):
-        raise DataError(f"kNN: {what} features of rows {(bad[:10] + start).tolist()} contain NaN or Inf")
-    rows /= np.maximum(norms, 1e-12)
-    return rows
-
-
-def _gpu_ok(device: str) -> bool:
-    return device.startswith("cuda") and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
-def search(train_feats, val_feats, k: int, *, query_chunk: int = 16384, train_chunk: int = 65536,
-           device: str = "cpu") -> Tuple[np.ndarray, np.ndarray]:
-    """``(sims, indices)``, each ``(n_val, k)`` sorted by decreasing cosine similarity, of the ``k`` nearest
-    L2-normalized train rows for each L2-normalized val row. Inputs may be memory maps; they are read in chunks.
-    """
-    n_train, dim = train_feats.shape
-    if k > n_train:
-        raise ConfigError(f"kNN: k={k} is larger than the training set ({n_train} images)")
-    sims = np.empty((len(val_feats), k), dtype=np.float32)
-    idx = np.empty((len(val_feats), k), dtype=np.int64)
-    if _gpu_ok(device):
-        res = faiss.StandardGpuResources()
-        index = faiss.GpuIndexFlatIP(res, dim)
-        for start in range(0, n_train, train_chunk):
-            index.add(_normalized(read_rows(train_feats, start, start + train_chunk), start, "train"))
-        for start in range(0, len(val_feats), query_chunk):
-            sims[start:start + query_chunk], idx[start:start + query_chunk] = index.search(
-                _normalized(read_rows(val_feats, start, start + query_chunk), start, "val"), k)
-        return sims, idx
-    for qs in range(0, len(val_feats), query_chunk):
-        queries = _normalized(read_rows(val_feats, qs, qs + query_chunk), qs, "val")
-        heap = faiss.ResultHeap(len(queries), k, keep_max=True)
-        for ts in range(0, n_train, train_chunk):
-            base = _normalized(read_rows(train_feats, ts, ts + train_chunk), ts, "train")
-            d, i = faiss.knn(queries, base, min(k, len(base)), metric=faiss.METRIC_INNER_PRODUCT)
-            heap.add_result(d, i + ts)
-        heap.finalize()
-        sims[qs:qs + len(queries)], idx[qs:qs + len(queries)] = heap.D, heap.I
-    return sims, idx
 
 
 def vote(sims: np.ndarray, neighbour_labels: np.ndarray, val_labels: np.ndarray, ks: Sequence[int], T: float,
@@ -102,7 +51,7 @@ def vote(sims: np.ndarray, neighbour_labels: np.ndarray, val_labels: np.ndarray,
 
 def knn_multi_k(train_feats, train_labels, val_feats, val_labels, ks: Sequence[int], T: float,
                 num_classes: int | None = None, *, query_chunk: int = 16384, train_chunk: int = 65536,
-                device: str = "cpu") -> Dict[int, Tuple[float, float]]:
+                device: str = "cpu", backend: str = "auto") -> Dict[int, Tuple[float, float]]:
     """``{k: (top1 %, top5 %)}`` for every ``k`` from one search of ``max(ks)`` neighbours.
 
     Accepts numpy arrays, memory maps or torch tensors (normalized or not).
@@ -118,7 +67,7 @@ def knn_multi_k(train_feats, train_labels, val_feats, val_labels, ks: Sequence[i
     if not ks or ks[0] < 1:
         raise ConfigError(f"kNN: k values must be positive integers, got {ks}")
     sims, idx = search(train_feats, val_feats, ks[-1], query_chunk=query_chunk, train_chunk=train_chunk,
-                       device=device)
+                       device=device, backend=backend)
     return vote(sims, train_labels[idx], val_labels, ks, T, num_classes)
 
 
@@ -151,7 +100,7 @@ def knn(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
         check_finite(val.features[layer], val.images, f"{cfg.data.test_split} split")
         res = knn_multi_k(train.features[layer], train.labels, val.features[layer], val.labels, list(cfg.knn.k),
                           float(cfg.knn.temperature), len(train.classes), query_chunk=int(cfg.knn.query_chunk),
-                          train_chunk=int(cfg.knn.train_chunk), device=ctx.device)
+                          train_chunk=int(cfg.knn.train_chunk), device=ctx.device, backend=str(cfg.knn.backend))
     metrics = {}
     for k, (top1, top5) in res.items():
         metrics[f"top1@k{k}"], metrics[f"top5@k{k}"] = top1, top5
@@ -159,5 +108,5 @@ def knn(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
             "split": f"{cfg.data.train_split}->{cfg.data.test_split}",
             "layer": layer, "precision": str(cfg.features.precision), "temperature": float(cfg.knn.temperature),
             "feature_cache": {"train": train.cache, "val": val.cache},
-            "index": "faiss GpuIndexFlatIP" if _gpu_ok(ctx.device) else "faiss knn, streamed train chunks"}
+            "index": describe(choose_backend(str(cfg.knn.backend), ctx.device), ctx.device)}
     return EvalOutput(metrics=metrics, details={"peak_rss_mib": peak_rss_mib()}, info=info)

@@ -47,6 +47,7 @@ class KNN:
     temperature: float = field(min=1e-6)
     query_chunk: int = field(min=1)
     train_chunk: int = field(min=1)
+    backend: str = field(choices=("auto", "torch", "faiss"))  # the search (moco_bench.evaluators.frozen.search)
 
 
 @dataclass
