@@ -1,7 +1,8 @@
 """``make demo``: the whole pipeline on embedded data, pretrained features set beside random ones.
 
 Builds the embedded datasets, pretrains the demo recipe, runs the demo suite on the final checkpoint and on
-the same architecture at random initialization, and compiles the report (tables and plots beside the
+the same architecture at random initialization, runs its kNN and linear protocols on the raw pixels (``pixels:``,
+the reference line that says what the features add), and compiles the report (tables and plots beside the
 published numbers, which the demo is not comparable with: the report says why once for each group of rows).
 Every stage resumes: finished pretraining epochs and finished evaluations are not redone.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -19,6 +21,7 @@ from moco_bench.core.errors import MocoBenchError
 log = logging.getLogger(__name__)
 PRETRAIN_CONFIG = "pretrain/mocov2_demo_fmnist.yaml"  # relative to the project root
 SUITE = "suites/demo.yaml"
+PIXEL_PROTOCOLS = ("knn", "linear")  # the evaluators the raw-pixel reference runs (it has no layers, no network)
 
 
 def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List[str]] = None,
@@ -49,10 +52,14 @@ def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List
     seconds["pretrain"] = time.perf_counter() - t0
 
     loaded = load_suite(project_file(suite), suite_overrides)
+    pixel_suite = replace(loaded, entries=[e for e in loaded.entries if e.cfg.evaluator in PIXEL_PROTOCOLS])
     failed = []
-    for name, ckpt in (("pretrained", str(checkpoint)), ("random", f"random:{cfg.model.arch}")):
+    for name, ckpt, chosen in (("pretrained", str(checkpoint), loaded), ("random", f"random:{cfg.model.arch}", loaded),
+                               ("pixels", "pixels:", pixel_suite)):
+        if not chosen.entries:
+            continue
         t0 = time.perf_counter()
-        rows = eval_all(ckpt, loaded, out_root=out / "runs")
+        rows = eval_all(ckpt, chosen, out_root=out / "runs")
         failed += [f"{name}: {r['evaluation']}" for r in rows if r["status"] == "failed"]
         seconds[f"eval-all ({name})"] = time.perf_counter() - t0
 

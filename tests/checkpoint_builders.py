@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+DEMO_ARCH = "resnet18_small_w0.5"  # the demo configs' backbone (moco_bench.models.resnets.SMALL_IMAGE)
+
 
 class BuiltCheckpoint(NamedTuple):
     path: Path

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from checkpoint_builders import make_moco_checkpoint, trained_like
+from checkpoint_builders import DEMO_ARCH, make_moco_checkpoint, trained_like
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -31,6 +31,7 @@ from moco_bench.core.schema import flatten
 from moco_bench.data import embedded
 from moco_bench.engine.runner import check_config, evaluate_checkpoint, run_evaluation
 from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.models import resnets
 from moco_bench.results.store import load_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +69,15 @@ def moco_r18(tmp_path_factory):
     torch.manual_seed(0)
     path = make_moco_checkpoint(trained_like(torchvision.models.resnet18()), tmp_path_factory.mktemp("moco18") /
                                 "checkpoint_0200.pth.tar", arch="resnet18").path
+    return load_backbone(path)
+
+
+@pytest.fixture(scope="module")
+def moco_small(tmp_path_factory):
+    """The demo's backbone (3x3 stride-1 stem, half width): the demo FPN config's levels are written for it."""
+    torch.manual_seed(0)
+    path = make_moco_checkpoint(trained_like(resnets.build(DEMO_ARCH)), tmp_path_factory.mktemp("small") /
+                                "checkpoint_0200.pth.tar", arch=DEMO_ARCH).path
     return load_backbone(path)
 
 
@@ -163,10 +173,10 @@ def test_c4_protocol_through_the_cli(moco_r50, tiny, tmp_path, capsys):
 
 
 @needs_d2
-def test_fpn_voc_trials_mean_std_and_store(moco_r18, tiny, tmp_path):
+def test_fpn_voc_trials_mean_std_and_store(moco_small, tiny, tmp_path):
     cfg = tiny_sources(demo("voc_detection_fpn.yaml", "trials=2"), tiny["voc"], "voc")
     torch_rng = torch.random.get_rng_state()
-    record = _ok(run_evaluation(moco_r18, cfg, out_root=tmp_path, workers=0))
+    record = _ok(run_evaluation(moco_small, cfg, out_root=tmp_path, workers=0))
     assert torch.equal(torch.random.get_rng_state(), torch_rng)  # trials seed their own RNGs, not the caller's
     m = record["metrics"]
     assert set(m) == {"AP", "AP50", "AP75", "AP_std", "AP50_std", "AP75_std"}
@@ -179,7 +189,8 @@ def test_fpn_voc_trials_mean_std_and_store(moco_r18, tiny, tmp_path):
     assert d["norm"]["MODEL.RESNETS.NORM"] == {"config": "SyncBN", "used": "BN"}  # one process
     assert d["norm"]["MODEL.FPN.NORM"] == {"config": "SyncBN", "used": "BN"}
     assert "norm SyncBN (run as BN: 1 process)" in ev["variant"] and ev["norm"] == "BN"
-    assert d["weights_loaded"]["loaded"] == len(moco_r18.state_dict)
+    assert d["weights_loaded"]["loaded"] == len(moco_small.state_dict)
+    assert d["weights_loaded"]["placed_under"] == ["backbone.bottom_up"]
     df = load_results(tmp_path)
     assert set(df.metric) == set(m) and set(df.benchmark) == {"demo_voc_detection"} and not df.comparable.any()
 
@@ -214,10 +225,10 @@ def test_real_tree_boxes_deepforest(data_cache, moco_r18, tmp_path):
 
 
 @needs_d2
-def test_nan_loss_stops_with_failed_record_and_log(moco_r18, tiny, tmp_path):
+def test_nan_loss_stops_with_failed_record_and_log(moco_small, tiny, tmp_path):
     cfg = tiny_sources(demo("voc_detection_fpn.yaml", d2={"SOLVER": {"BASE_LR": 1e6, "MAX_ITER": 6}}),
                        tiny["voc"], "voc")
-    record = run_evaluation(moco_r18, cfg, out_root=tmp_path, workers=0)
+    record = run_evaluation(moco_small, cfg, out_root=tmp_path, workers=0)
     assert record["status"] == "failed" and "TrainingDiverged" in record["error"] and record["metrics"] == {}
     log_file = Path(record["error"].split("the log is kept in ")[1].split()[0])
     assert log_file.is_file() and "FloatingPointError" in log_file.read_text()

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from checkpoint_builders import DEMO_ARCH
 
 from moco_bench.cli import main
 from moco_bench.core.errors import ConfigError
@@ -14,7 +15,7 @@ from moco_bench.engine.suite import load_suite
 from moco_bench.results.store import read_result
 
 KNN_DEMO = Path(__file__).resolve().parents[1] / "evaluate" / "demo" / "imagenet_knn.yaml"
-CKPT = "random:resnet18@1"
+CKPT = f"random:{DEMO_ARCH}@1"
 
 
 def _suite(tmp_path: Path, entries: list[str]) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from checkpoint_builders import DEMO_ARCH
 from PIL import Image
 
 from moco_bench.cli import main
@@ -129,7 +130,7 @@ def test_full_disk_is_refused_before_extraction_and_leaves_no_temporary(mount, m
     small = mount("tmpfs", "64k")
     cfg = load_evaluation(SVM, [f"data.root={minivoc_root}", "features.layers=[feature1,feature2]"])
     with pytest.raises(DataError, match=r"the features need 0.00 GiB in .*, which has 0.00 GiB free"):
-        load_split(load_backbone("random:resnet18"), cfg, small, "test", workers=0)
+        load_split(load_backbone(f"random:{DEMO_ARCH}"), cfg, small, "test", workers=0)
     assert not list(small.rglob("*.tmp")) and not list(small.rglob("*.npy"))
     writer = RowWriter(small / "f.npy", 100, 1024)  # the space is checked, then someone else fills the disk
     with pytest.raises(OSError, match="No space left"):
@@ -142,7 +143,7 @@ def test_full_disk_is_refused_before_extraction_and_leaves_no_temporary(mount, m
 
 def test_stale_temporaries_of_dead_writers_are_swept(minivoc_root, tmp_path):
     cfg = load_evaluation(SVM, [f"data.root={minivoc_root}"])
-    backbone = load_backbone("random:resnet18")
+    backbone = load_backbone(f"random:{DEMO_ARCH}")
     load_split(backbone, cfg, tmp_path / "cache", "test", workers=0)
     entry = next((tmp_path / "cache").iterdir())
     dead = entry / ".feature3-abc.npy.999999999.tmp"
@@ -158,17 +159,17 @@ def test_read_only_output_is_one_line_and_finished_cache_reads(mount, imagefolde
     runs = tmp_path / "runs"
     runs.mkdir()
     ro = mount("ro", runs)
-    rc = main(["eval", "random:resnet18", "--config", str(KNN), f"data.root={imagefolder_root}", "--out", str(ro),
+    rc = main(["eval", f"random:{DEMO_ARCH}", "--config", str(KNN), f"data.root={imagefolder_root}", "--out", str(ro),
                "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Read-only file system" in err and str(ro) in err
     cache = tmp_path / "cache"
     cfg = load_evaluation(SVM, [f"data.root={imagefolder_root.parent / 'minivoc' / 'VOCdevkit' / 'VOC2007'}"])
-    load_split(load_backbone("random:resnet18"), cfg, cache, "test", workers=0)
+    load_split(load_backbone(f"random:{DEMO_ARCH}"), cfg, cache, "test", workers=0)
     for lock in cache.rglob(".lock"):
         lock.unlink()  # a cache copied without its lock files, onto a read-only disk
     frozen = mount("ro", cache)
-    again = load_split(load_backbone("random:resnet18"), cfg, frozen, "test", workers=0)
+    again = load_split(load_backbone(f"random:{DEMO_ARCH}"), cfg, frozen, "test", workers=0)
     assert again.cache == {"feature5": "hit"}
 
 
@@ -179,10 +180,10 @@ def test_second_process_neither_repeats_nor_overwrites(imagefolder_root, tmp_pat
     suite_path.write_text(f"version: 1\nname: t\nevaluations:\n  - config: {KNN}\n"
                           f"    overrides: ['data.root={imagefolder_root}', 'knn.k=[5]']\n")
     suite = load_suite(suite_path)
-    backbone = load_backbone("random:resnet18")
+    backbone = load_backbone(f"random:{DEMO_ARCH}")
     folder = tmp_path / "runs" / checkpoint_id(backbone)
     with exclusive(folder / ".knn_demo.lock", "test"):  # the first run holds the evaluation
-        rows = eval_all("random:resnet18", suite, out_root=tmp_path / "runs")
+        rows = eval_all(f"random:{DEMO_ARCH}", suite, out_root=tmp_path / "runs")
         assert rows[0]["status"] == "not run" and "running in another process" in rows[0]["reason"]
         assert not (folder / "knn_demo.json").exists()
         with pytest.raises(Busy):
@@ -201,7 +202,7 @@ def test_ctrl_c_is_one_line(imagefolder_root, tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"version: 1\nname: t\nevaluations:\n  - config: {KNN}\n  - config: {linear}\n"
                      "    overrides: ['schedule.epochs=100', 'schedule.milestones=[90]']\n")
-    cmd = [sys.executable, "-m", "moco_bench", "eval-all", "random:resnet18", "--suite", str(suite),
+    cmd = [sys.executable, "-m", "moco_bench", "eval-all", f"random:{DEMO_ARCH}", "--suite", str(suite),
            "--out", str(tmp_path / "runs"), "--device", "cpu", f"data.root={imagefolder_root}"]
     proc = subprocess.Popen(cmd, env={**os.environ, "MOCO_BENCH_DATA": str(tmp_path / "cache")},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -227,7 +228,7 @@ def test_interrupted_report_keeps_the_previous_one(imagefolder_root, tmp_path, m
     from moco_bench.results import report
 
     cfg = load_evaluation(KNN, [f"data.root={imagefolder_root}", "knn.k=[5]"])
-    run_evaluation(load_backbone("random:resnet18"), cfg, out_root=tmp_path / "runs")
+    run_evaluation(load_backbone(f"random:{DEMO_ARCH}"), cfg, out_root=tmp_path / "runs")
     out = tmp_path / "report"
     report.write_report([tmp_path / "runs"], out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -255,7 +256,7 @@ def test_out_of_range_numbers_are_refused_at_load(imagefolder_root, tmp_path):
     with pytest.raises(ConfigError, match=r"knn.temperature: -1.0 is below"):
         load_evaluation(KNN, ["knn.temperature=-1"])
     cfg = load_evaluation(KNN, [f"data.root={imagefolder_root}", "knn.k=[10,201]"])
-    record = run_evaluation(load_backbone("random:resnet18"), cfg, out_root=tmp_path / "runs")
+    record = run_evaluation(load_backbone(f"random:{DEMO_ARCH}"), cfg, out_root=tmp_path / "runs")
     assert record["status"] == "failed" and "needs at least 201" in record["error"]
     assert "features" not in record["timing"]["seconds"] or not list((tmp_path / "runs").rglob("*.npy"))
 

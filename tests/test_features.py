@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torchvision
+from checkpoint_builders import DEMO_ARCH
 from omegaconf import OmegaConf
 
 from moco_bench import evaluators
@@ -16,6 +17,7 @@ from moco_bench.data.transforms import eval_transform
 from moco_bench.evaluators.base import EvalContext
 from moco_bench.evaluators.frozen.features import check_finite, load_split
 from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.models import resnets
 from moco_bench.models.taps import FeatureTaps
 
 EVALUATE = Path(__file__).resolve().parent.parent / "evaluate"
@@ -30,8 +32,8 @@ def test_protocol_pooling_gives_the_published_dims():
     dims = FeatureTaps(torchvision.models.resnet50(), LAYERS, pooling("voc07_svm.yaml")).dims(224)
     assert dims == {"feature1": 9216, "feature2": 9216, "feature3": 8192, "feature4": 9216, "feature5": 8192,
                     "gap": 2048}
-    demo = FeatureTaps(torchvision.models.resnet18(), LAYERS, pooling("demo/voc07_svm.yaml")).dims(64)
-    assert demo == {"feature1": 1024, "feature2": 1024, "feature3": 512, "feature4": 1024, "feature5": 512, "gap": 512}
+    demo = FeatureTaps(resnets.build(DEMO_ARCH), LAYERS, pooling("demo/voc07_svm.yaml")).dims(64)
+    assert demo == {"feature1": 512, "feature2": 512, "feature3": 1024, "feature4": 512, "feature5": 1024, "gap": 256}
     with pytest.raises(ConfigError, match="does not fit 64px"):
         FeatureTaps(torchvision.models.resnet18(), ["feature5"], pooling("voc07_svm.yaml")).dims(64)
     with pytest.raises(ConfigError, match="unknown feature layer"):
@@ -58,9 +60,9 @@ def _files(cache):
 
 
 def test_cache_hit_partial_and_recomputation(minivoc_root, tmp_path):
-    backbone, cache = load_backbone("random:resnet18"), tmp_path / "cache"
+    backbone, cache = load_backbone(f"random:{DEMO_ARCH}"), tmp_path / "cache"
     first = load_split(backbone, _cfg(minivoc_root), cache, "test", workers=0)
-    assert first.cache == {"feature5": "miss"} and first.features["feature5"].shape == (40, 512)
+    assert first.cache == {"feature5": "miss"} and first.features["feature5"].shape == (40, 1024)
     assert first.labels.shape == (40, 10) and len(first.images) == 40
     again = load_split(backbone, _cfg(minivoc_root), cache, "test", workers=0)
     assert again.cache == {"feature5": "hit"}
@@ -88,13 +90,13 @@ def test_cache_hit_partial_and_recomputation(minivoc_root, tmp_path):
     assert stale.cache["feature5"].startswith("recomputed: manifest names another checkpoint")
 
     # another checkpoint has its own entry
-    other = load_split(load_backbone("random:resnet18@1"), _cfg(minivoc_root), cache, "test", workers=0)
+    other = load_split(load_backbone(f"random:{DEMO_ARCH}@1"), _cfg(minivoc_root), cache, "test", workers=0)
     assert other.cache == {"feature5": "miss"}
     assert not np.allclose(other.features["feature5"], reference)
 
 
 def test_one_extraction_for_three_evaluators(minivoc_root, tmp_path):
-    backbone = load_backbone("random:resnet18")
+    backbone = load_backbone(f"random:{DEMO_ARCH}")
     ctx = EvalContext(out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", workers=1)
     configs = [("demo/voc07_svm.yaml", []), ("demo/voc07_svm_vissl.yaml", []),
                ("demo/voc07_lowshot_svm.yaml", ["lowshot.k=[1,2]", "lowshot.seeds=[1]"])]
@@ -109,7 +111,7 @@ def test_one_extraction_for_three_evaluators(minivoc_root, tmp_path):
 
 
 def test_nan_features_name_the_images(minivoc_root, tmp_path):
-    backbone = load_backbone("random:resnet18")
+    backbone = load_backbone(f"random:{DEMO_ARCH}")
     backbone.state_dict = dict(backbone.state_dict)
     var = backbone.state_dict["bn1.running_var"].clone()
     var[0] = -1.0  # sqrt of a negative variance: NaN in every image's features
@@ -124,7 +126,7 @@ def test_nan_features_name_the_images(minivoc_root, tmp_path):
 
 
 def test_bf16_channels_last_is_its_own_entry_and_close_to_fp32(minivoc_root, tmp_path):
-    backbone, cache = load_backbone("random:resnet18"), tmp_path / "cache"
+    backbone, cache = load_backbone(f"random:{DEMO_ARCH}"), tmp_path / "cache"
     fp32 = load_split(backbone, _cfg(minivoc_root), cache, "test", workers=0)
     bf16 = load_split(backbone, _cfg(minivoc_root, "features.precision=bf16", "features.channels_last=true"),
                       cache, "test", workers=0)

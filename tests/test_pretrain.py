@@ -40,7 +40,8 @@ def make_imagefolder(root: Path, classes: int = 2, per_class: int = 8, size: int
 
 
 def tiny_overrides(data: Path, out: Path, *extra: str) -> list:
-    """The demo recipe shrunk: ResNet-18, K 32, dim 16, batch 8 (2 steps per epoch), 32 px."""
+    """The demo recipe shrunk: its small-image ResNet-18 (resnet18_small_w0.5), K 32, dim 16, batch 8 (2 steps per
+    epoch), 32 px."""
     return [f"data.root={data}", f"monitor.data.root={data}", "monitor.data.classes=2", f"output_dir={out}",
             "data.batch_size=8", "data.workers=0", "model.K=32", "model.dim=16", "model.bn_splits=2",
             "optim.epochs=2", "monitor.knn_every=1", "monitor.k=3", "monitor.batch_size=16", "log.every=1",
@@ -108,7 +109,7 @@ def test_checkpoints_have_the_official_layout_and_convert(run_a):
     assert names == ["checkpoint_0000.pth.tar", "checkpoint_0001.pth.tar"]
     ckpt = load(run_a / "checkpoint_0000.pth.tar")
     assert {"epoch", "arch", "state_dict", "optimizer"} <= set(ckpt)
-    assert ckpt["epoch"] == 1 and ckpt["arch"] == "resnet18"
+    assert ckpt["epoch"] == 1 and ckpt["arch"] == "resnet18_small_w0.5"
     keys = set(ckpt["state_dict"])
     assert {"module.queue", "module.queue_ptr"} <= keys
     assert {k.split(".")[1] for k in keys} == {"encoder_q", "encoder_k", "queue", "queue_ptr"}
@@ -119,7 +120,9 @@ def test_checkpoints_have_the_official_layout_and_convert(run_a):
     from moco_bench.convert import load_backbone  # the converter reads our checkpoints as official MoCo ones
 
     backbone = load_backbone(run_a / "checkpoint_0001.pth.tar")
-    assert backbone.arch == "resnet18" and backbone.epoch == 2
+    assert backbone.arch == "resnet18_small_w0.5" and backbone.epoch == 2
+    assert "the checkpoint's arch field" in backbone.report.arch_note
+    backbone.build_model()  # strict: every tensor of the suite's network, no other
     state = load(run_a / "checkpoint_0001.pth.tar")["state_dict"]
     q = {k.removeprefix("module.encoder_q."): v for k, v in state.items()
          if k.startswith("module.encoder_q.") and ".fc." not in k}
@@ -197,7 +200,7 @@ def test_bad_input_fails_before_training(run_a, data, tmp_path):
     with pytest.raises(DataError, match="0.png"):
         pretrain(tiny_config(bad, tmp_path / "u"))
     ckpt = run_a / "checkpoint_0000.pth.tar"
-    with pytest.raises(ConfigError, match=r"checkpoint is a resnet18, the config asks for model.arch=resnet34"):
+    with pytest.raises(ConfigError, match=r"is a resnet18_small_w0.5, the config asks for model.arch=resnet34"):
         pretrain(tiny_config(data, tmp_path / "r", f"resume={ckpt}", "model.arch=resnet34"))
     with pytest.raises(ConfigError, match=r"queue of shape \(16, 32\)"):
         pretrain(tiny_config(data, tmp_path / "q", f"resume={ckpt}", "model.K=64"))

@@ -65,18 +65,18 @@ def _by_hand(runs: Path, knn: Path) -> None:
 
 @pytest.fixture(scope="module")
 def demo(imagefolder_root, minivoc_root, tmp_path_factory):
-    import torchvision
-    from checkpoint_builders import make_moco_checkpoint
+    from checkpoint_builders import DEMO_ARCH, make_moco_checkpoint
 
     from moco_bench.engine.eval_all import eval_all
     from moco_bench.engine.suite import load_suite
+    from moco_bench.models import resnets
 
     tmp = tmp_path_factory.mktemp("report")
-    ckpt = make_moco_checkpoint(torchvision.models.resnet18(), tmp / "mocov2_r18.pth.tar", arch="resnet18").path
+    ckpt = make_moco_checkpoint(resnets.build(DEMO_ARCH), tmp / "mocov2_r18.pth.tar", arch=DEMO_ARCH).path
     mp = pytest.MonkeyPatch()
     mp.setenv("MOCO_BENCH_DATASETS", str(tmp / "no-datasets"))
     suite = load_suite(_suite(tmp / "suite.yaml"))
-    for checkpoint in (str(ckpt), "random:resnet18"):
+    for checkpoint in (str(ckpt), f"random:{DEMO_ARCH}"):
         eval_all(checkpoint, suite, out_root=tmp / "runs", workers=0)
     mp.undo()
     _by_hand(tmp / "runs", next((tmp / "runs").glob("mocov2_r18-*/knn_demo.json")))

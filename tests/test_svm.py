@@ -2,18 +2,28 @@
 and both evaluators end to end on the embedded mini-VOC."""
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from checkpoint_builders import DEMO_ARCH
 
 from moco_bench import evaluators
 from moco_bench.convert import load_backbone
+from moco_bench.core import native_output
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.engine.runner import check_config
 from moco_bench.evaluators.base import EvalContext
 from moco_bench.evaluators.frozen.lowshot import lowshot_on_features, sample_lowshot
-from moco_bench.evaluators.frozen.svm import SVMParams, _train_labels, fit_path, l2_normalize, voc07_svm_on_features
+from moco_bench.evaluators.frozen.svm import (
+    CYANURE_UNSTABLE,
+    SVMParams,
+    _train_labels,
+    fit_path,
+    l2_normalize,
+    voc07_svm_on_features,
+)
 from moco_bench.evaluators.schema import load_evaluation
 
 EVALUATE = Path(__file__).resolve().parent.parent / "evaluate"
@@ -94,6 +104,23 @@ def test_warm_started_path_equals_separate_solves():
         assert b == pytest.approx(b1, abs=1e-3 * np.abs(w1).max())
 
 
+def test_cyanure_instability_warnings_are_counted_not_printed(capfd):
+    """cyanure's C++ solver writes "prone to numerical instability" (ANSI-coloured) to file descriptor 2 when a
+    duality gap stalls at round-off: counted per solve path, never printed; any other line it writes passes on."""
+    rng = np.random.default_rng(0)
+    X = np.abs(rng.normal(size=(300, 512)))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = np.where(rng.random(300) > 0.8, 1, -1).astype(np.int32)
+    stats = {}
+    fit_path(X, y, [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0], params(positive_weight=1.0, cyanure_tol=1e-8), stats)
+    assert stats["unstable"] >= 1 and stats["solves"] == 6
+    assert "instability" not in capfd.readouterr().err
+    with native_output.captured() as lines:
+        os.write(2, f"\x1b[33mWarning : {CYANURE_UNSTABLE}. It would be safer to use double.\x1b[0m\nother\n".encode())
+    assert lines[0] == f"Warning : {CYANURE_UNSTABLE}. It would be safer to use double." and lines[1] == "other"
+    assert native_output.forward_except(lines, CYANURE_UNSTABLE) == 1 and capfd.readouterr().err == "other\n"
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_voc07_protocol_cyanure_equals_sklearn_within_0_1_map(seed):
     """The whole protocol (cross-validated costs, refit, test AP) with either solver: the same objective,
@@ -169,18 +196,21 @@ def test_lowshot_statistics(selection):
 
 
 def test_voc07_svm_and_lowshot_end_to_end(minivoc_root, tmp_path):
-    backbone = load_backbone("random:resnet18")
+    backbone = load_backbone(f"random:{DEMO_ARCH}")
     ctx = EvalContext(out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", workers=1)
     cfg = load_evaluation(EVALUATE / "demo/voc07_svm.yaml", [f"data.root={minivoc_root}"])
     out = evaluators.get("voc07_svm")(backbone, cfg, ctx)
     assert set(out.metrics) == {"mAP"} and 0 < out.metrics["mAP"] <= 100
     assert set(out.details["feature5"]["per_class_ap"]) == set(cfg.data.classes)
     assert out.info["layer"] == "feature5" and out.info["feature_cache"]["train"] == {"feature5": "miss"}
+    solves = out.details["solves"]  # 10 classes x (3 folds + 1 refit) x 19 costs, warm-started in order
+    assert solves["solves"] >= 10 * 3 * 19 and solves["numerical_instability_warnings"] >= 0
     cfg = load_evaluation(EVALUATE / "demo/voc07_lowshot_svm.yaml",
                       [f"data.root={minivoc_root}", "lowshot.k=[1,2]", "lowshot.seeds=[1,2]"])
     out = evaluators.get("voc07_lowshot_svm")(backbone, cfg, ctx)
     assert set(out.metrics) == {f"mAP@k{k}{s}" for k in (1, 2) for s in ("", "_min", "_max", "_std")}
     assert out.per_seed["mAP@k2"] and len(out.per_seed["mAP@k2"]) == 2
+    assert {"solves", "solves_at_max_iter", "numerical_instability_warnings"} <= set(out.details)
     assert out.info["cost_selection"] == "cv" and "cross-validation" in out.info["variant"]
     assessment = check_config(cfg)  # cross-validated costs are not the published rule: not comparable
     assert assessment["comparable"] is False and "lowshot.cost_selection" in assessment["unmet"]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from moco_bench.convert import layouts  # noqa: F401  (registers the formats)
-from moco_bench.convert.arch import CLASSIFIER_KEYS, build_resnet, detect_arch, expected_shapes
+from moco_bench.convert.arch import CLASSIFIER_KEYS, build_resnet, declared_arch, expected_shapes, recognize_arch
 from moco_bench.convert.formats import FORMATS, Copy, Format, detect_format, flatten, leaves_of_type
 from moco_bench.convert.inert_pickle import Placeholder
 from moco_bench.convert.loading import LoadedFile, read_checkpoint
@@ -25,8 +25,11 @@ from moco_bench.convert.report import KeyReport
 from moco_bench.core.atomic import atomic_torch_save
 from moco_bench.core.env import sha256_file
 from moco_bench.core.errors import CheckpointError
+from moco_bench.models import resnets
+from moco_bench.models.taps import Pixels
 
 RANDOM_PREFIX = "random:"
+PIXELS = "pixels:"  # the raw-pixel reference line: no network, the flattened image is the feature
 
 
 @dataclass
@@ -34,7 +37,8 @@ class ConvertedBackbone:
     """A ResNet backbone in torchvision key names (no classifier), with where it came from.
 
     Attributes:
-        arch: torchvision architecture name (``resnet50``, ``wide_resnet50_2`` ...).
+        arch: architecture name (``resnet50``, ``wide_resnet50_2``, ``resnet18_small_w0.5`` ...): a name of
+            :data:`moco_bench.models.resnets.ARCHS`, built by :func:`moco_bench.models.resnets.build`.
         state_dict: torchvision keys -> tensors, without ``fc.*``.
         format: the detected (or forced) checkpoint layout, ``random`` for a random-init baseline.
         path: the checkpoint file, or ``random:<arch>@<seed>``.
@@ -57,7 +61,10 @@ class ConvertedBackbone:
     recipe: dict | None = None
 
     def build_model(self) -> nn.Module:
-        """``torchvision.models.<arch>`` holding these weights, with ``fc = Identity`` (pooled features out)."""
+        """The suite's ``arch`` network holding these weights, with ``fc = Identity`` (pooled features out); for
+        ``pixels:``, :class:`~moco_bench.models.taps.Pixels` (the flattened image)."""
+        if self.format == "pixels":
+            return Pixels()
         model = build_resnet(self.arch)
         model.fc = nn.Identity()
         # Strict unless keys were allowed to be missing; those keep torchvision's initialization.
@@ -76,7 +83,8 @@ def load_backbone(path: str | Path, fmt: str | None = None, allow_missing: bool 
     """Read a checkpoint of any supported layout and convert its backbone.
 
     Args:
-        path: checkpoint file, or ``random:<arch>[@seed]`` for a seeded random-init baseline.
+        path: checkpoint file, ``random:<arch>[@seed]`` for a seeded random-init baseline, or ``pixels:`` for the
+            raw-pixel reference (no network: the evaluators read the flattened, normalized image as ``gap``).
         fmt: a registered format name to force; None detects it from the keys.
         allow_missing: accept missing backbone keys (left at their initialization) and unexpected keys.
         weights: which copy of the network to convert where the file holds several: a role (``model``,
@@ -87,10 +95,12 @@ def load_backbone(path: str | Path, fmt: str | None = None, allow_missing: bool 
         CheckpointError: unreadable or hostile file, unknown layout, non-ResNet backbone, ambiguous copies,
             weights that are not plain tensors, or keys that do not fit.
     """
-    if str(path).startswith(RANDOM_PREFIX):
+    if str(path).startswith((RANDOM_PREFIX, PIXELS)):
         if weights is not None:
-            raise CheckpointError(f"{path}: a random baseline has one copy of the network; drop --weights")
-        return random_backbone(str(path))
+            what = "the raw-pixel reference has no network" if str(path).startswith(PIXELS) else \
+                "a random baseline has one copy of the network"
+            raise CheckpointError(f"{path}: {what}; drop --weights")
+        return pixels_backbone(str(path)) if str(path).startswith(PIXELS) else random_backbone(str(path))
     try:
         return _convert(Path(path), fmt, allow_missing, weights)
     except RecursionError:
@@ -110,8 +120,8 @@ def _convert(path: Path, fmt: str | None, allow_missing: bool, weights: str | No
     layout = FORMATS.get(fmt) if fmt else detect_format(ckpt, source)
     _require_plain_weights(layout, loaded, source)
     split = layout(ckpt, source, weights)
-    arch = detect_arch({k: t for k, (_, t) in split.backbone.items()}, source)
-    report = KeyReport(source=source, format=layout.name, location=split.location, arch=arch,
+    arch, arch_note = recognize_arch({k: t for k, (_, t) in split.backbone.items()}, source, declared_arch(ckpt))
+    report = KeyReport(source=source, format=layout.name, location=split.location, arch=arch, arch_note=arch_note,
                        epoch=split.epochs.completed, epoch_note=split.epochs.how, weights=split.weights,
                        copies=split.copies, reader=loaded.reader, placeholders=loaded.placeholders,
                        dropped=dict(split.dropped), unexpected=list(split.unexpected))
@@ -203,7 +213,8 @@ def _refuse_placeholders(hits: list[tuple[str, Placeholder]], loaded: LoadedFile
 
 
 def random_backbone(spec: str) -> ConvertedBackbone:
-    """``random:<arch>[@seed]``: torchvision's initialization under a fixed seed (default 0)."""
+    """``random:<arch>[@seed]``: the initialization of the suite's ``arch`` network (torchvision's, for its own
+    ResNets) under a fixed seed (default 0)."""
     arch, _, seed_text = spec[len(RANDOM_PREFIX):].partition("@")
     try:
         seed = int(seed_text) if seed_text else 0
@@ -214,15 +225,27 @@ def random_backbone(spec: str) -> ConvertedBackbone:
         model = build_resnet(arch)
     state = {k: v for k, v in model.state_dict().items() if k not in CLASSIFIER_KEYS}
     path = f"{RANDOM_PREFIX}{arch}@{seed}"
-    report = KeyReport(source=path, format="random", location=f"torchvision initialization, seed {seed}",
-                       arch=arch, epoch=0, epoch_note="a random initialization: no pretraining",
-                       used={k: k for k in state})
+    report = KeyReport(source=path, format="random", location=f"initialization of the suite's {arch}, seed {seed}",
+                       arch=arch, arch_note=f"named in the spec ({resnets.describe(arch)})", epoch=0,
+                       epoch_note="a random initialization: no pretraining", used={k: k for k in state})
     digest = hashlib.sha256()
     for key in sorted(state):
         digest.update(key.encode())
         digest.update(state[key].contiguous().numpy().tobytes())
     return ConvertedBackbone(arch=arch, state_dict=state, format="random", path=path, sha256=digest.hexdigest(),
                              epoch=0, report=report)
+
+
+def pixels_backbone(spec: str = PIXELS) -> ConvertedBackbone:
+    """``pixels:``: the raw-pixel reference. No tensors; :meth:`ConvertedBackbone.build_model` gives the identity
+    "backbone" whose only feature, ``gap``, is the normalized input image flattened (the kNN and linear protocols
+    then run on pixels exactly as on features: same split, transform, search and classifier)."""
+    if spec != PIXELS:
+        raise CheckpointError(f"{spec}: the raw-pixel reference takes no options; write {PIXELS}")
+    report = KeyReport(source=spec, format="pixels", location="no network: the flattened input image", arch="pixels",
+                       arch_note="raw pixels (no network)", epoch=0, epoch_note="no network, no pretraining")
+    return ConvertedBackbone(arch="pixels", state_dict={}, format="pixels", path=spec,
+                             sha256=hashlib.sha256(b"moco-bench raw pixels").hexdigest(), epoch=0, report=report)
 
 
 def write_torchvision(backbone: ConvertedBackbone, path: str | Path) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from moco_bench.convert.backbone import ConvertedBackbone, write_torchvision
 from moco_bench.convert.detectron2 import write_detectron2
-from moco_bench.core.errors import ResultExistsError
+from moco_bench.core.errors import CheckpointError, ResultExistsError
 
 TARGETS = ("torchvision", "detectron2", "both")
 NAMES = {"torchvision": "backbone.pth", "detectron2": "backbone.pkl", "report": "convert_report.json"}
@@ -21,6 +21,8 @@ def write_outputs(backbone: ConvertedBackbone, out_dir: str | Path, to: str = "b
     """
     if to not in TARGETS:
         raise ValueError(f"to must be one of {TARGETS}, got {to!r}")
+    if backbone.format == "pixels":
+        raise CheckpointError(f"{backbone.path}: the raw-pixel reference has no weights to write")
     kinds = ["torchvision", "detectron2"] if to == "both" else [to]
     paths = {kind: Path(out_dir) / NAMES[kind] for kind in [*kinds, "report"]}
     existing = [str(p) for p in paths.values() if p.exists()]

@@ -3,8 +3,8 @@
 The tables pick the published row to hold a result against from this (results/published/numbers.csv:
 method, pretrain_data, epochs, arch). The sources, most trusted first: a ``recipe`` block in the pretraining
 config the checkpoint carries (moco-bench's own recipes declare one); the official MoCo layout, where the MLP
-head tells v2 (``--mlp``) from v1; a random-initialization baseline. Anything else is left unknown, and
-``moco-bench tables --reference "MoCo v2 200"`` names the row by hand.
+head tells v2 (``--mlp``) from v1; a random-initialization baseline; the raw-pixel reference. Anything else is
+left unknown, and ``moco-bench tables --reference "MoCo v2 200"`` names the row by hand.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def recipe_of(ckpt: Mapping[str, Any] | None, fmt: str, arch: str, epochs: int |
                    deviations=dict(deviations) if isinstance(deviations, Mapping) else {})
     elif fmt == "random":
         out.update(method="random", pretrain_data="-", epochs=0, source="random initialization")
+    elif fmt == "pixels":
+        out.update(method="raw pixels", pretrain_data="-", epochs=0, arch="-", source="raw pixels: no network")
     elif fmt == "moco" and ckpt is not None:
         mlp = any(k.endswith("encoder_q.fc.0.weight") for k in _state_keys(ckpt))
         out.update(method="MoCo v2" if mlp else "MoCo v1",

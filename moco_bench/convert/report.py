@@ -22,6 +22,8 @@ class KeyReport:
         missing: torchvision keys the checkpoint lacks, the classifier excepted (a backbone has none).
         shape_mismatches: torchvision key -> file key, checkpoint shape and expected shape; never loaded.
         detectron2: torchvision key -> detectron2 key, filled when a detectron2 file is written.
+        arch_note: how the architecture was recognized (tensors, the file's own record) and, for a small-image
+            variant, what it is.
         epoch: pretraining epochs completed; ``epoch_note`` says how the file's fields were read.
         weights: the copy converted (key prefix, role, and why it was chosen); ``copies``: every copy of the
             network in the file, chosen or not, and whether its tensors equal the chosen one's.
@@ -34,6 +36,7 @@ class KeyReport:
     location: str
     arch: str
     epoch: int | None
+    arch_note: str = ""
     epoch_note: str = ""
     weights: dict[str, str] = field(default_factory=dict)
     copies: list[dict] = field(default_factory=list)
@@ -63,6 +66,8 @@ class KeyReport:
         epoch = "unknown" if self.epoch is None else self.epoch
         lines = [f"{self.source}: format {self.format}, arch {self.arch}, epochs completed {epoch} "
                  f"(weights in {self.location})"]
+        if self.arch_note:
+            lines.append(f"  arch: {self.arch_note}")
         if self.epoch_note:
             lines.append(f"  epochs: {self.epoch_note}")
         if self.weights.get("prefix"):

@@ -1,5 +1,6 @@
-"""Models: the MoCo module over torchvision ResNets."""
+"""Models: backbones by name (torchvision's ResNets and the small-image variants), the MoCo module, feature taps."""
 
 from moco_bench.models.moco import MoCo, make_encoder
+from moco_bench.models.resnets import ARCHS, SMALL_IMAGE, build
 
-__all__ = ["MoCo", "make_encoder"]
+__all__ = ["ARCHS", "MoCo", "SMALL_IMAGE", "build", "make_encoder"]

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
-from torchvision import models
 
 from moco_bench.core import distributed
+from moco_bench.models import resnets
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
@@ -49,9 +49,10 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
 
 
 def make_encoder(arch: str, dim: int, mlp: bool, bn_splits: int = 1) -> nn.Module:
-    """A torchvision ResNet whose ``fc`` outputs ``dim`` features; v2's head is Linear-ReLU before that fc."""
-    norm = {"norm_layer": partial(SplitBatchNorm2d, num_splits=bn_splits)} if bn_splits > 1 else {}
-    encoder = models.get_model(arch, num_classes=dim, **norm)
+    """The network ``arch`` names (:func:`moco_bench.models.resnets.build`) with an ``fc`` of ``dim`` outputs; v2's
+    head is Linear-ReLU before that fc."""
+    norm = partial(SplitBatchNorm2d, num_splits=bn_splits) if bn_splits > 1 else None
+    encoder = resnets.build(arch, num_classes=dim, norm_layer=norm)
     if mlp:
         hidden = encoder.fc.weight.shape[1]
         encoder.fc = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), encoder.fc)

@@ -4,6 +4,9 @@
 ``feature5`` are the outputs of ``layer1`` .. ``layer4`` (res2 .. res5); ``gap`` is the global average of
 ``layer4``, the 2048-d vector of linear and kNN evaluation. Each tapped map is average-pooled as its spec says,
 then flattened. The pooling numbers are protocol constants and live in the evaluation configs.
+
+:class:`Pixels` stands for "no network" (the ``pixels:`` reference line of the demo): its only layer is ``gap``,
+which there is the flattened, normalized input image itself (3 x 32 x 32 = 3,072 values at 32 px), not pooled.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ def build_pool(layer: str, spec: Mapping) -> nn.Module:
                       f"got keys {sorted(keys)}")
 
 
+class Pixels(nn.Module):
+    """The identity "backbone" of the ``pixels:`` reference: features are the input image, flattened."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(x, 1)
+
+
 class FeatureTaps(nn.Module):
     """Runs a ResNet only as deep as the requested layers need and returns ``{layer: (N, D) features}``."""
 
@@ -42,6 +52,9 @@ class FeatureTaps(nn.Module):
         missing = [name for name in layers if name not in pooling]
         if missing:
             raise ConfigError(f"no pooling spec for layer(s) {missing} (features.pooling in the config)")
+        if isinstance(resnet, Pixels) and set(layers) - {"gap"}:
+            raise ConfigError(f"raw pixels have no layers {sorted(set(layers) - {'gap'})}: their only feature is "
+                              "gap, the flattened image (run pixels: with the kNN and linear protocols)")
         self.resnet = resnet
         self.layers = list(layers)
         self.pools = nn.ModuleDict({name: build_pool(name, pooling[name]) for name in self.layers})
@@ -49,6 +62,8 @@ class FeatureTaps(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         r = self.resnet
+        if isinstance(r, Pixels):
+            return {"gap": r(x)}  # no pooling: the image is the feature
         maps = {"feature1": r.relu(r.bn1(r.conv1(x)))}
         x = r.maxpool(maps["feature1"])
         for i, stage in enumerate((r.layer1, r.layer2, r.layer3, r.layer4)[: self.depth], start=2):
@@ -67,7 +82,7 @@ class FeatureTaps(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            param = next(self.resnet.parameters())
+            param = next(self.resnet.parameters(), torch.zeros(()))
             out = self(torch.zeros(1, 3, input_size, input_size, dtype=param.dtype, device=param.device))
         except RuntimeError as e:  # AvgPool2d: "Output size is too small" / kernel larger than input
             raise ConfigError(f"pooling spec does not fit {input_size}px inputs: {e}") from None

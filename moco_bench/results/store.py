@@ -13,11 +13,15 @@ from moco_bench.core.atomic import atomic_write_text
 from moco_bench.core.errors import ResultExistsError
 from moco_bench.results.schema import SchemaError, validate
 
+BASELINES = ("random:", "pixels:")  # checkpoint specs that are not files: random init, raw pixels
+
 
 def checkpoint_label(path: str, sha256: str) -> str:
-    """A checkpoint's name in folders and tables: its file stem (or ``random-<arch>-s<seed>``) and 8 hex digits
-    of its hash, so two checkpoints with the same file name never share a results folder."""
-    stem = Path(str(path)).name.split(".")[0].replace(":", "-").replace("@", "-s")
+    """A checkpoint's name in folders and tables: its file stem (or ``random-<arch>-s<seed>``, ``pixels``) and 8
+    hex digits of its hash, so two checkpoints with the same file name never share a results folder."""
+    path = str(path)
+    stem = path.rstrip(":") if path.startswith(BASELINES) else Path(path).name.split(".")[0]  # arch names hold dots
+    stem = stem.replace(":", "-").replace("@", "-s")
     return f"{stem}-{str(sha256)[:8]}"
 
 

@@ -95,6 +95,7 @@ def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, dev
 
     from moco_bench.evaluators.detection import datasets as d2_datasets
     from moco_bench.evaluators.detection import model as d2_model
+    from moco_bench.evaluators.detection.backbones import backbone_name, check_fpn_levels
 
     path = project_file(str(cfg.d2_config))
     if not path.is_file():
@@ -106,6 +107,7 @@ def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, dev
         d2.merge_from_list(d2_opts(cfg.d2_overrides))
     except (KeyError, ValueError, AssertionError) as e:
         raise ConfigError(f"{_source(cfg)}: bad d2_overrides: {e}") from None
+    d2.merge_from_list(["MODEL.BACKBONE.NAME", backbone_name(backbone.arch, d2.MODEL.BACKBONE.NAME)])  # the stem
     ds = cfg.datasets
     sources = resolved(ds)["sources"]
     num_classes, num_keypoints = d2_datasets.dataset_shape(sources[str(ds.train[0])], ds.get("classes"))
@@ -119,6 +121,7 @@ def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, dev
             raise ConfigError(f"{_source(cfg)}: a keypoint model needs a training set with keypoints "
                               f"(datasets.sources.{ds.train[0]}.keypoints)")
         d2.merge_from_list(["MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", num_keypoints])
+    check_fpn_levels(d2, backbone.arch, _source(cfg))
     norms = d2_model.usable_norms(d2, world_size, device)
     return d2, norms
 
@@ -252,6 +255,9 @@ def _metrics_of(results: dict) -> tuple[Dict[str, float], dict, dict]:
 @EVALUATORS.register("detectron2")
 def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Fine-tune and evaluate ``cfg.trials`` times; metrics are trial means (``<metric>_std``: population std)."""
+    if backbone.format == "pixels":
+        raise ConfigError(f"{_source(cfg)}: raw pixels have no network to fine-tune (pixels: is a reference line of "
+                          "the kNN and linear protocols)")
     require_detectron2()
     from moco_bench.data.sources import check_sources
 

@@ -40,18 +40,21 @@ if EXTRA_NORM_HEAD not in ROI_HEADS_REGISTRY:  # another copy (e.g. moco's train
     ROI_HEADS_REGISTRY.register(Res5ROIHeadsExtraNorm)
 
 
-def resnet_options(arch: str) -> List[str]:
-    """detectron2 ``MODEL.RESNETS`` options that build the same ResNet as torchvision's ``arch``.
+def resnet_options(arch: str) -> List:
+    """detectron2 ``MODEL.RESNETS`` options that build the same ResNet as the suite's ``arch``.
 
-    Depth comes from the name; groups and width per group from torchvision's own model (``resnext50_32x4d``:
-    32 x 4, ``wide_resnet50_2``: 1 x 128); BasicBlock nets (18, 34) have 64 res2 channels. torchvision puts
-    the stride in the 3x3 conv, so ``STRIDE_IN_1X1`` is False (as MoCo's configs say).
+    Depth comes from the name; groups, widths and stem from the suite's own model (``resnext50_32x4d``: 32 x 4,
+    ``wide_resnet50_2``: 1 x 128; BasicBlock nets: 64 res2 channels, 32 in ``resnet18_small_w0.5``). torchvision
+    puts the stride in the 3x3 conv, so ``STRIDE_IN_1X1`` is False (as MoCo's configs say). A small-image variant's
+    3x3 stride-1 stem is a backbone builder of its own (:func:`.backbones.backbone_name`).
     """
     depth = int(re.search(r"resne\w*?(\d+)", arch).group(1))
     tv = build_resnet(arch, device="meta")
-    return ["MODEL.RESNETS.DEPTH", depth, "MODEL.RESNETS.NUM_GROUPS", tv.groups,
-            "MODEL.RESNETS.WIDTH_PER_GROUP", tv.base_width, "MODEL.RESNETS.RES2_OUT_CHANNELS",
-            64 if depth in (18, 34) else 256, "MODEL.RESNETS.STRIDE_IN_1X1", False]
+    last = [m for m in tv.layer1[-1].modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    width = tv.layer1[0].conv2.out_channels // tv.groups if depth >= 50 else tv.base_width
+    return ["MODEL.RESNETS.DEPTH", depth, "MODEL.RESNETS.NUM_GROUPS", tv.groups, "MODEL.RESNETS.WIDTH_PER_GROUP",
+            width, "MODEL.RESNETS.STEM_OUT_CHANNELS", tv.conv1.out_channels, "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            last.out_channels, "MODEL.RESNETS.STRIDE_IN_1X1", False]
 
 
 def norm_keys(cfg) -> Dict[str, str]:

@@ -23,10 +23,13 @@ from moco_bench.evaluators.frozen.svm import (
     fit_binary,
     fit_path,
     info,
+    log_solves,
     n_jobs,
     normalized_pair,
     parallel,
+    solve_counts,
     splits,
+    sum_counts,
 )
 
 
@@ -57,7 +60,7 @@ def _lowshot_task(X, t, Xtest, ttest, rows, costs, p: SVMParams, mode: str, fold
         best = int(np.argmax(cv))
         out = {"cost_index": best, "cv_ap": cv.tolist(),
                "ap": test_ap(*fit_binary(Xc, y, costs[best], p, costs, stats))}
-    return {**out, "max_iter": stats.get("max_iter", 0)}
+    return {**out, **solve_counts(stats)}
 
 
 def _samples(train_T, classes: Sequence[str], ks: Sequence[int], seeds: Sequence[int], n_neg: int) -> dict:
@@ -99,7 +102,8 @@ def lowshot_on_features(train_X, train_T, test_X, test_T, classes: Sequence[str]
     itself with ``min(cv_folds, k)`` folds; where k < 2 allows no fold with a positive, the class takes the
     cost cross-validation chose for it at the smallest cross-validatable k of the same seed (never the test
     set). ``test`` is the anchors' legacy rule: one cost per k, the one with the best mean TEST mAP.
-    Returns ``{"k": {k: summary}, "selection", "max_iter"}`` (summaries as :func:`_summary`).
+    Returns ``{"k": {k: summary}, "selection", "max_iter", "unstable", "solves"}`` (summaries as :func:`_summary`;
+    the counts as :func:`~moco_bench.evaluators.frozen.svm.fit_path`'s).
     """
     check_inputs(train_X, test_X, images)
     check_positives(test_T, classes, "test split")
@@ -125,7 +129,7 @@ def lowshot_on_features(train_X, train_T, test_X, test_T, classes: Sequence[str]
         else:
             results = run(list(samples))
     return {"k": {k: _summary(results, k, selection, costs, classes, len(seeds), cv_ks) for k in ks},
-            "selection": selection, "max_iter": int(sum(r["max_iter"] for r in results.values()))}
+            "selection": selection, **sum_counts(results.values())}
 
 
 @EVALUATORS.register("voc07_lowshot_svm")
@@ -156,5 +160,5 @@ def voc07_lowshot_svm(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput
     variant = "; ".join(v for v in (str(cfg.get("variant", "") or ""), selection) if v)
     record = info(cfg, [layer], train, test, backend=p.backend, seeds=[int(s) for s in lcfg.seeds],
                  cost_selection=res["selection"], variant=variant)
-    details = {"k": res["k"], "costs": costs, "solves_at_max_iter": res["max_iter"]}
+    details = {"k": res["k"], "costs": costs, **log_solves(str(cfg.name), res)}
     return EvalOutput(metrics=metrics, per_seed=per_seed, details=details, info=record)

@@ -14,6 +14,7 @@ in liblinear. ``backend: sklearn`` runs the anchors' LinearSVC itself, for check
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -27,10 +28,15 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
 
+from moco_bench.core import native_output
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.core.progress import bar
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
 from moco_bench.evaluators.frozen.ap import average_precision
+
+log = logging.getLogger(__name__)
+CYANURE_UNSTABLE = "Your problem is prone to numerical instability"  # the start of cyanure's C++ warning
+SOLVE_COUNTS = ("max_iter", "unstable", "solves")
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,10 @@ def fit_path(X: np.ndarray, y: np.ndarray, costs: Sequence[float], p: SVMParams,
     cyanure solves the costs in increasing order, each warm-started from the previous solution, with a
     MISO-type solver: at large costs (tiny lambda) on real, correlated features, cyanure's ``auto`` choice
     (a quasi-Newton ISTA) and cold starts can stop at ``max_iter`` far from the optimum, where warm-started
-    qning-miso converges in tens of passes. ``stats["max_iter"]`` counts solves that hit ``max_iter``.
+    qning-miso converges in tens of passes. ``stats["max_iter"]`` counts solves that hit ``max_iter``,
+    ``stats["solves"]`` all solves and ``stats["unstable"]`` cyanure's "prone to numerical instability" warnings
+    (written by its C++ code to stderr when the duality gap stops moving or reaches 0 at float round-off; the solve
+    stops there), which are counted here instead of printed.
     """
     stats = stats if stats is not None else {}
     if p.backend == "sklearn":
@@ -96,6 +105,7 @@ def fit_path(X: np.ndarray, y: np.ndarray, costs: Sequence[float], p: SVMParams,
                 clf.fit(X, y)
             stats["max_iter"] = stats.get("max_iter", 0) + int(clf.n_iter_ >= p.max_iter)
             out.append((clf.coef_.ravel().astype(np.float64), float(clf.intercept_[0])))
+        stats["solves"] = stats.get("solves", 0) + len(costs)
         return out
     from cyanure.estimators import Classifier
 
@@ -107,15 +117,36 @@ def fit_path(X: np.ndarray, y: np.ndarray, costs: Sequence[float], p: SVMParams,
     clf = Classifier(loss="sqhinge", penalty="l2", fit_intercept=False, tol=p.cyanure_tol, max_iter=p.max_iter,
                      solver=p.cyanure_solver, verbose=False, n_threads=1, safe=False, warm_start=True)
     out: List = [None] * len(costs)
-    for i in np.argsort(costs, kind="stable"):
-        clf.set_params(lambda_1=1.0 / (2.0 * costs[i] * len(yd)))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(Xd, yd)
-        stats["max_iter"] = stats.get("max_iter", 0) + int(np.max(clf.n_iter_) >= p.max_iter)
-        coef = np.asarray(clf.coef_, dtype=np.float64).ravel()
-        out[i] = (coef[:-1].copy(), float(coef[-1] * p.intercept_scaling))
+    with native_output.captured() as lines:
+        for i in np.argsort(costs, kind="stable"):
+            clf.set_params(lambda_1=1.0 / (2.0 * costs[i] * len(yd)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf.fit(Xd, yd)
+            stats["max_iter"] = stats.get("max_iter", 0) + int(np.max(clf.n_iter_) >= p.max_iter)
+            coef = np.asarray(clf.coef_, dtype=np.float64).ravel()
+            out[i] = (coef[:-1].copy(), float(coef[-1] * p.intercept_scaling))
+    stats["unstable"] = stats.get("unstable", 0) + native_output.forward_except(lines, CYANURE_UNSTABLE)
+    stats["solves"] = stats.get("solves", 0) + len(costs)
     return out
+
+
+def solve_counts(stats: Dict[str, int]) -> Dict[str, int]:
+    """What one task's solves report: ``max_iter`` (solves stopped at max_iter), ``unstable``, ``solves``."""
+    return {k: int(stats.get(k, 0)) for k in SOLVE_COUNTS}
+
+
+def sum_counts(results) -> Dict[str, int]:
+    return {k: int(sum(r[k] for r in results)) for k in SOLVE_COUNTS}
+
+
+def log_solves(name: str, counts: Mapping[str, int]) -> Dict[str, int]:
+    """One line per evaluation for cyanure's instability warnings (counted, not printed); returns the details."""
+    if counts["unstable"]:
+        log.info("%s: cyanure said \"%s\" %d times over %d SVM solves (the duality gap stalled or reached 0 at "
+                 "float round-off, where it stops)", name, CYANURE_UNSTABLE, counts["unstable"], counts["solves"])
+    return {"solves": counts["solves"], "solves_at_max_iter": counts["max_iter"],
+            "numerical_instability_warnings": counts["unstable"]}
 
 
 def fit_binary(X: np.ndarray, y: np.ndarray, cost: float, p: SVMParams, costs: Sequence[float] = (),
@@ -158,7 +189,7 @@ def _one_class(X, t, Xtest, ttest, costs, p: SVMParams, name: str) -> dict:
     best = int(np.argmax(cv))  # first best, in config order, as np.argmax in the anchors
     w, b = fit_binary(Xc, y, costs[best], p, costs, stats)
     ap = average_precision(ttest, Xtest @ w + b, what=f"test class {name!r}")
-    return {"cost": float(costs[best]), "cv_ap": cv.tolist(), "ap": ap, "max_iter": stats.get("max_iter", 0)}
+    return {"cost": float(costs[best]), "cv_ap": cv.tolist(), "ap": ap, **solve_counts(stats)}
 
 
 def parallel(tasks: list, n_jobs: int, desc: str) -> list:
@@ -216,8 +247,7 @@ def voc07_svm_on_features(train_X: np.ndarray, train_T: np.ndarray, test_X: np.n
     aps = [100.0 * o["ap"] for o in out]
     return {"mAP": float(np.mean(aps)), "ap": dict(zip(classes, aps)),
             "cost": {name: o["cost"] for name, o in zip(classes, out)},
-            "cv_ap": {name: o["cv_ap"] for name, o in zip(classes, out)},
-            "max_iter": int(sum(o["max_iter"] for o in out))}
+            "cv_ap": {name: o["cv_ap"] for name, o in zip(classes, out)}, **sum_counts(out)}
 
 
 # --- evaluators -----------------------------------------------------------------------------------------------
@@ -263,7 +293,7 @@ def voc07_svm(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """VOC07 SVM: metrics ``mAP`` (first layer of ``features.layers``) and ``<layer>_mAP`` for every layer."""
     p, costs, layers = SVMParams.from_config(cfg.svm), costs_of(cfg), list(cfg.features.layers)
     train, test = splits(backbone, cfg, ctx)
-    metrics, details = {}, {}
+    metrics, details, counts = {}, {}, []
     for layer in layers:
         with ctx.stage(f"svm_{layer}"):
             res = voc07_svm_on_features(train.features[layer], train.labels, test.features[layer], test.labels,
@@ -271,7 +301,9 @@ def voc07_svm(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
                                         images=(train.images, test.images))
         metrics[f"{layer}_mAP"] = res["mAP"]
         details[layer] = {"per_class_ap": res["ap"], "chosen_cost": res["cost"], "cv_ap": res["cv_ap"],
-                          "solves_at_max_iter": res["max_iter"]}
+                          "solves_at_max_iter": res["max_iter"], "numerical_instability_warnings": res["unstable"]}
+        counts.append(res)
+    details["solves"] = log_solves(str(cfg.name), sum_counts(counts))
     metrics["mAP"] = metrics[f"{layers[0]}_mAP"]
     if len(layers) == 1:
         del metrics[f"{layers[0]}_mAP"]

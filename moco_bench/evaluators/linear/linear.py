@@ -49,8 +49,9 @@ def build_datasets(cfg: DictConfig) -> Tuple[Dataset, Dataset]:
 
 
 def frozen_backbone(backbone, cfg: DictConfig, device: torch.device):
-    """The backbone as a frozen torchvision ResNet (fc = Identity) and a CPU copy of its tensors for the check."""
-    if backbone.arch != cfg.arch:
+    """The backbone as a frozen torchvision ResNet (fc = Identity) and a CPU copy of its tensors for the check.
+    ``pixels:`` (no network: the linear classifier on the flattened image) fits any protocol's ``arch``."""
+    if backbone.arch != cfg.arch and backbone.format != "pixels":
         raise ConfigError(f"{_source(cfg)}: the protocol is set up for {cfg.arch}, but checkpoint {backbone.path} "
                           f"holds a {backbone.arch} backbone (override arch={backbone.arch} to run it anyway)")
     model = backbone.build_model()
@@ -73,10 +74,11 @@ def fingerprint(backbone, cfg: DictConfig, world_size: int) -> str:
 def build_heads(cfg: DictConfig, model, taps: FeatureTaps) -> Heads:
     """A plain fc per layer (main_lincls) or BN + Linear per layer (multi-head), initialized from ``cfg.seed``."""
     layers, h, n = list(cfg.features.layers), cfg.head, int(cfg.data.classes)
-    dims, channels = taps.dims(eval_size(cfg.transform.test)), stage_channels(model)
+    dims = taps.dims(eval_size(cfg.transform.test))
     torch.manual_seed(int(cfg.seed))
     if not h.norm:
         return Heads({name: linear_layer(dims[name], n, float(h.init_std)) for name in layers})
+    channels = stage_channels(model)
     return norm_linear_heads(layers, dims, channels, n, affine=bool(h.norm_affine), momentum=float(h.norm_momentum),
                              eps=float(h.norm_eps), init_std=float(h.init_std))
 
