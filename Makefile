@@ -7,7 +7,7 @@ SUITE ?= paper
 OUT ?= results/runs
 CONFIG ?= pretrain/mocov2_demo_fmnist.yaml
 
-.PHONY: setup test lint demo pretrain eval-all tables bench data
+.PHONY: setup test lint demo pretrain eval-all tables bench data gpu-check
 
 setup: $(STAMP)
 
@@ -40,3 +40,7 @@ tables: $(STAMP)
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# One GPU, at most 8 minutes: every GPU path once, a table of PASS/FAIL lines with their figures (see README).
+gpu-check: $(STAMP)
+	$(PY) -m moco_bench gpu-check

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from moco_bench.convert import write_detectron2
 from moco_bench.core.atomic import atomic_write_text
 from moco_bench.core.config import resolved
+from moco_bench.core.env import strict_fp32
 from moco_bench.core.errors import ConfigError, MissingDependency, TrainingDiverged
 from moco_bench.core.paths import project_file
 from moco_bench.core.schema import flatten
@@ -112,7 +113,7 @@ def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, dev
     d2.merge_from_list([
         "DATASETS.TRAIN", tuple(str(n) for n in ds.train), "DATASETS.TEST", tuple(str(n) for n in ds.test),
         "MODEL.ROI_HEADS.NUM_CLASSES", num_classes, "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(out_dir),
-        "MODEL.DEVICE", "cpu" if device == "cpu" else "cuda",
+        "MODEL.DEVICE", "cpu" if device == "cpu" else "cuda", "SOLVER.AMP.ENABLED", cfg.precision == "fp16",
     ])
     if d2.MODEL.KEYPOINT_ON:
         if not num_keypoints:
@@ -166,6 +167,7 @@ def _trial_worker(job: dict) -> None:
     from moco_bench.evaluators.detection.trainer import Trainer
 
     out = Path(job["out_dir"])
+    strict_fp32()  # a fresh process under detectron2's launch
     d2_datasets.register_sources(job["sources"], job["classes"])
     cfg = get_cfg()
     merge_d2_file(cfg, out / "d2_config.yaml", str(out))
@@ -249,10 +251,9 @@ def _metrics_of(results: dict) -> tuple[Dict[str, float], dict, dict]:
     return metrics, per_category, extra
 
 
-@EVALUATORS.register("detectron2")
-def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
-    """Fine-tune and evaluate ``cfg.trials`` times; metrics are trial means (``<metric>_std``: population std)."""
-    require_detectron2()
+def _check_inputs(cfg: DictConfig, device: str):
+    """Everything checked before any compute: the datasets (names, files, counts, classes with ground truth),
+    the precision against the device, the GPUs asked for. Returns (sources, their summary, processes)."""
     from moco_bench.data.sources import check_sources
 
     ds = cfg.datasets
@@ -264,19 +265,27 @@ def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutp
     if len(ds.test) != 1:
         raise ConfigError(f"{_source(cfg)}: datasets.test must name exactly one dataset (got {list(ds.test)})")
     sources = {n: sources[n] for n in names}
-    dataset_summary = check_sources(sources, [str(n) for n in ds.test], ds.get("classes"), _source(cfg))
-
+    summary = check_sources(sources, [str(n) for n in ds.test], ds.get("classes"), _source(cfg))
+    if cfg.precision == "fp16" and device == "cpu":
+        raise ConfigError(f"{_source(cfg)}: precision fp16 is detectron2's AMP training, which needs a CUDA device")
     world_size = 1
-    if ctx.device != "cpu":
+    if device != "cpu":
         import torch
 
         world_size = int(cfg.resources.gpus)
         if world_size > torch.cuda.device_count():
             raise ConfigError(f"{_source(cfg)}: resources.gpus {world_size} but {torch.cuda.device_count()} CUDA "
                               "devices are visible")
+    return sources, summary, world_size
+
+
+@EVALUATORS.register("detectron2")
+def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
+    """Fine-tune and evaluate ``cfg.trials`` times; metrics are trial means (``<metric>_std``: population std)."""
+    require_detectron2()
+    ds = cfg.datasets
+    sources, dataset_summary, world_size = _check_inputs(cfg, ctx.device)
     trials, seed = int(cfg.trials), int(cfg.seed)
-    if trials < 1:
-        raise ConfigError(f"{_source(cfg)}: trials must be >= 1 (got {trials})")
     with ctx.stage("convert"):
         weights = write_detectron2(backbone, ctx.out_dir / "backbone_d2.pkl")
 
@@ -296,6 +305,7 @@ def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutp
             runs.append(_run_trial(job, world_size))
     out = _summarize(runs, cfg, norms, world_size, str(ds.test[0]))
     out.details["datasets"] = dataset_summary  # image counts; COCO annotations that name no image (dropped)
+    out.info["precision"] = str(cfg.precision)
     return out
 
 
