@@ -6,11 +6,12 @@ Layout, as detectron2 expects the real one (``datasets/lvis/`` beside ``datasets
     lvis/lvis_v0.5_{train,val}.json
     coco/{train2017,val2017}/<id>.jpg        # each image's ``coco_url`` ends in <folder>/<file>, as LVIS's do
 
-Items are drawn from a long-tailed class distribution (``tail``: class k has weight tail**k; every class is in at
-least one training image), so the categories split into LVIS's frequency groups by the number of training images
-holding them: LVIS's rule (rare 1-10, common 11-100, frequent more) with the thresholds of ``frequency_images``
-scaled to the mini set. Every image lists the categories it does not hold as verified negatives
-(``neg_category_ids``; the scenes are labelled exhaustively, so ``not_exhaustive_category_ids`` is empty).
+Items are drawn from a long-tailed class distribution (``tail``: class k has weight tail**k; every class is in
+at least one training image, and validation starts with head and tail classes in turn), so the categories split
+into LVIS's frequency groups by the number of training images holding them: LVIS's rule (rare 1-10, common
+11-100, frequent more) with the thresholds of ``frequency_images`` scaled to the mini set. Every image lists the
+categories it does not hold as verified negatives (``neg_category_ids``; the scenes are labelled exhaustively, so
+``not_exhaustive_category_ids`` is empty).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from moco_bench.data.embedded import FASHION_CLASSES, build_once
 from moco_bench.data.scenes import outline, paste_items, pick_items
 
 SPLITS = (("train", "train2017", "train"), ("val", "val2017", "test"))  # split, image folder, Fashion-MNIST half
+# The class of the first item of the first images: every class is in training; head and tail alternate in
+# validation, so that even a few validation images hold rare, common and frequent categories.
+FIRST = {"train": tuple(range(len(FASHION_CLASSES))), "val": (0, 9, 4, 1, 8, 5, 2, 7, 3, 6)}
 
 
 def _frequency(n_images: int, thresholds: Sequence[int]) -> str:
@@ -81,7 +85,7 @@ def _write_minilvis(tmp: Path, *, n_train: int, n_val: int, canvas: List[int], i
         ids, scenes[split] = list(range(counter + 1, counter + n + 1)), []
         for i, image_id in enumerate(ids):
             img = rng.integers(0, 24, size=tuple(canvas), dtype=np.uint8)
-            first = i if split == "train" and i < len(FASHION_CLASSES) else None  # every class in training
+            first = FIRST[split][i] if i < len(FIRST[split]) else None
             picked = pick_items(rng, labels, int(rng.integers(1, items + 1)), weights, first)
             scenes[split].append(paste_items(rng, img, pool[picked], labels[picked], scale))
             Image.fromarray(img).convert("RGB").save(tmp / "coco" / folder / f"{image_id:012d}.jpg", quality=95)
