@@ -80,7 +80,7 @@ class ImageCount(DatasetEvaluator):
         self._ids = []
 
     def process(self, inputs, outputs):
-        self._ids.extend(x["image_id"] for x in inputs)
+        self._ids.extend(x.get("image_id", x["file_name"]) for x in inputs)  # semantic segmentation: no ids
 
     def evaluate(self):
         ids = comm.gather(self._ids, dst=0)
