@@ -66,7 +66,8 @@ class Task(NamedTuple):
 def detection_task() -> Task:
     from moco_bench.evaluators.detection import datasets as d2_datasets
 
-    return Task("moco_bench.evaluators.detection.trainer", d2_datasets.check_sources, _set_classes, _metrics_of)
+    return Task("moco_bench.evaluators.detection.trainer", d2_datasets.check_sources, set_detection_classes,
+                _metrics_of)
 
 
 def require_detectron2() -> None:
@@ -138,7 +139,7 @@ def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, dev
     return d2, norms
 
 
-def _set_classes(d2, cfg: DictConfig, sources: dict) -> None:
+def set_detection_classes(d2, cfg: DictConfig, sources: dict) -> None:
     """Box/mask classes and keypoints of the training set."""
     from moco_bench.evaluators.detection import datasets as d2_datasets
 
