@@ -13,17 +13,18 @@ DEFAULT_CSV = Path(__file__).resolve().parents[2] / "results" / "published" / "n
 COLUMNS = ("method", "pretrain_data", "epochs", "arch", "benchmark", "protocol", "metric", "value", "spread", "source",
            "note")
 _FEATURE = re.compile(r"feature[1-5]")
+FINETUNED = ("AP", "mIoU")  # metrics of protocols that fine-tune the whole network (detection, segmentation)
 
 
 def layer_of(metric: str, protocol: str = "", layer: str = "") -> str:
     """The layer a number belongs to: an explicit one, else ``featureN`` named in metric or protocol, else GAP
-    for classification metrics and the whole network for detection ones (the backbone is fine-tuned)."""
+    for classification metrics and the whole network for detection and segmentation ones (fine-tuned)."""
     if layer and layer != "all":
         return layer
     for text in (metric, protocol):
         if m := _FEATURE.search(text or ""):
             return m.group(0)
-    return "finetuned" if str(metric).startswith("AP") else "gap"
+    return "finetuned" if str(metric).startswith(FINETUNED) else "gap"
 
 
 def load_published(path: Path | str = DEFAULT_CSV) -> pd.DataFrame:
