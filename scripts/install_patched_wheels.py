@@ -2,11 +2,11 @@
 """Install the LVIS API and cityscapesscripts into the running interpreter, each with a counted NumPy 2 fix.
 
 detectron2's LVIS loader and LVISEvaluator import ``lvis``; its Cityscapes instance evaluation runs
-``cityscapesscripts``. Both releases call NumPy functions that NumPy 2 removed: lvis 0.5.3 (its last release,
-2020) ``np.float`` in ``LVISEval.accumulate``, cityscapesscripts 2.3.0 ``np.in1d`` in its instance and pixel
-evaluations, so every evaluation would fail. Each pinned wheel is fetched by pip with its sha256 checked,
-unpacked under ``build/patched-wheels/``, changed by the exact, counted substitutions in ``PACKAGES`` (a count
-that differs from the pinned wheel stops the install), repacked with a fresh RECORD and installed under
+``cityscapesscripts``. Both releases fail under NumPy 2: lvis 0.5.3 (its last release, 2020) calls ``np.float``
+in ``LVISEval.accumulate``; cityscapesscripts 2.3.0 calls ``np.in1d`` in its instance and pixel evaluations and
+writes NumPy 2's ``count_nonzero`` integers with ``json``. Each pinned wheel is fetched by pip with its sha256
+checked, unpacked under ``build/patched-wheels/``, changed by the exact, counted substitutions in ``PACKAGES`` (a
+count that differs from the pinned wheel stops the install), repacked with a fresh RECORD and installed under
 ``constraints.txt`` with its dependencies. (lvis's sdist does not build: its setup.py reads a requirements file it
 does not ship.) The installed package carries ``<package>/_install_info.py`` (wheel hash, patch level, patches).
 README, section "lvis and cityscapesscripts", lists the patches.
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PATCH_LEVEL = 1  # bump when PATCHES change: a later run then reinstalls
+PATCH_LEVEL = 2  # bump when PATCHES change: a later run then reinstalls
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,10 @@ PACKAGES = (
         Patch("numpy-in1d", "cityscapesscripts/evaluation/*.py", r"\bnp\.in1d\(", "np.isin(", 3,
               "NumPy 2.4 removed np.in1d; np.isin is the same test keeping the input's shape (each call reshapes "
               "to it anyway; invert= is the same argument)"),
+        Patch("numpy-scalars-to-json", "cityscapesscripts/helpers/csHelpers.py",
+              r"default=lambda o: o\.__dict__,", 'default=lambda o: o.item() if hasattr(o, "item") else o.__dict__,', 1,
+              "NumPy 2's count_nonzero returns a NumPy integer (the evaluation's pixel counts), which writeDict2JSON "
+              "could not write; a NumPy scalar is written as its Python value"),
     )),
 )
 

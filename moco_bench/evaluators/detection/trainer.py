@@ -73,6 +73,24 @@ class VOCEvaluator(PascalVOCDetectionEvaluator):
         return ret
 
 
+class CityscapesEvaluator(CityscapesInstanceEvaluator):
+    """The official Cityscapes instance evaluation, run inside ``out_dir``: cityscapesscripts writes its
+    ``matches.json`` into the working directory."""
+
+    def __init__(self, dataset_name: str, out_dir: str):
+        super().__init__(dataset_name)
+        self._out_dir = out_dir
+
+    def evaluate(self):
+        cwd = os.getcwd()
+        os.makedirs(self._out_dir, exist_ok=True)
+        os.chdir(self._out_dir)
+        try:
+            return super().evaluate()
+        finally:
+            os.chdir(cwd)
+
+
 class ImageCount(DatasetEvaluator):
     """How many distinct test images reached the evaluators (a post-condition: all of them)."""
 
@@ -141,7 +159,7 @@ class Trainer(TransferHooks, DefaultTrainer):
             main = LVISEvaluator(dataset_name, tasks=tasks, output_dir=out,
                                  max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
         elif kind == "cityscapes_instance":
-            main = CityscapesInstanceEvaluator(dataset_name)
+            main = CityscapesEvaluator(dataset_name, out)
         else:
             main = COCOEvaluator(dataset_name, tasks=tasks, output_dir=out, use_fast_impl=False,
                                  kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS)
