@@ -3,7 +3,9 @@
 MoCo's protocol (moco ``detection/``; mmselfsup ``configs/benchmarks/detectron2``): the backbone is written as
 a detectron2 ``.pkl`` with matching heuristics, every BN layer is trained (``FREEZE_AT 0`` and a synchronized
 norm), and the detector is fine-tuned end to end and evaluated on VOC07 test (VOC AP at IoU .50:.05:.95, AP50,
-AP75) or COCO val (box, mask, keypoint AP). VOC results are the mean of 5 trials, as published.
+AP75), COCO val (box, mask, keypoint AP), LVIS val (the lvis API) or Cityscapes val (the official instance
+evaluation). VOC results are the mean of 5 trials, as published. The trial machinery below also runs the
+other detectron2 tasks (:class:`Task`: semantic segmentation, DensePose).
 
 One evaluation config names a detectron2 config (``evaluate/detectron2/*.yaml``, written from the protocol),
 extra detectron2 options (``d2_overrides``, a detectron2 config tree), the datasets, the number of trials and
