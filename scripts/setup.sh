@@ -62,6 +62,9 @@ fi
 # detectron2: official source where reachable, else PyPI's pb1-detectron2 sdist with a small compatibility
 # step (README.md, section "detectron2"). A no-op when it is already installed.
 .venv/bin/python scripts/install_detectron2.py
+# lvis and cityscapesscripts (detectron2's LVIS and Cityscapes evaluations), each with a counted NumPy 2 fix
+# (README, "lvis and cityscapesscripts").
+.venv/bin/python scripts/install_patched_wheels.py
 # deepforest ships aerial images with real VOC-XML tree boxes (deepforest/data/); installed without its
 # dependencies and never imported, only read as data by the detection tests.
 if ! .venv/bin/python -m pip show -q deepforest >/dev/null 2>&1; then

@@ -29,3 +29,4 @@ class DetectionEvaluation(Evaluation):
 
 
 register_schema("detectron2", DetectionEvaluation, "moco_bench.evaluators.detection.detection")
+register_schema("densepose", DetectionEvaluation, "moco_bench.evaluators.detection.densepose")
