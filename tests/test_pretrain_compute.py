@@ -77,3 +77,12 @@ def test_fp16_run_keeps_its_scaler_and_says_it_left_the_recipe(data, tmp_path):
     resumed = load(pretrain(tiny_config(data, tmp_path / "resumed", *fp16, f"resume={first}")))
     assert resumed["scaler"] == ckpt["scaler"]  # the scale and its growth tracker continue across the resume
     assert all(torch.equal(v, resumed["state_dict"][k]) for k, v in ckpt["state_dict"].items())
+
+
+def test_tensor_pipeline_trains_and_is_recorded_as_a_deviation(data, tmp_path):
+    """data.pipeline tensor: the loader yields file bytes, the step decodes and augments them on the device."""
+    last = pretrain(tiny_config(data, tmp_path / "tensor", "data.pipeline=tensor", "optim.epochs=1",
+                                "monitor.knn_every=0"))
+    ckpt = load(last)
+    assert ckpt["config"]["recipe"]["deviations"]["data.pipeline"] == {"protocol": "pil", "run": "tensor"}
+    assert ckpt["epoch"] == 1 and int(ckpt["state_dict"]["module.queue_ptr"]) == (4 * 8) % 32  # 4 steps of 8
