@@ -167,10 +167,11 @@ def test_cityscapes_instance_through_the_cli(moco_r18, tiny, tmp_path, capsys):
 
 @needs_d2
 def test_voc07_only_protocol_through_the_cli(moco_r50, tiny, data_cache, tmp_path, capsys):
-    """The VOC07-only protocol file itself (R50-C4, extra res5 norm) on a 4 + 2 image mini-VOC."""
+    """The VOC07-only protocol file itself (R50-C4, extra res5 norm) on a 4 + 20 image mini-VOC (every class in
+    the test set: a class without ground truth is refused before training)."""
     from moco_bench.data import embedded
 
-    voc = embedded.build_minivoc(data_cache / "embedded" / "minivoc_4", n_trainval=4, n_test=2)
+    voc = embedded.build_minivoc(data_cache / "embedded" / "minivoc_4", n_trainval=4, n_test=20)
     config = EVALUATE / "voc07_frcnn_c4_9k.yaml"
     d2 = {**SHORT_RCNN, "SOLVER": {**SHORT["SOLVER"], "MAX_ITER": 1, "STEPS": []},
           "INPUT": {"MIN_SIZE_TRAIN": [96], "MAX_SIZE_TRAIN": 128, "MIN_SIZE_TEST": 96, "MAX_SIZE_TEST": 128},
