@@ -7,11 +7,11 @@ SUITE ?= paper
 OUT ?= results/runs
 CONFIG ?= pretrain/mocov2_demo_fmnist.yaml
 
-.PHONY: setup test lint demo pretrain eval-all tables bench data
+.PHONY: setup test lint demo pretrain eval-all tables bench data gpu-check
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt scripts/setup.sh scripts/install_detectron2.py
+$(STAMP): pyproject.toml constraints.txt scripts/setup.sh scripts/install_detectron2.py scripts/install_patched_wheels.py
 	bash scripts/setup.sh
 	touch $@
 
@@ -40,3 +40,7 @@ tables: $(STAMP)
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# One GPU, at most 8 minutes: every GPU path once, a table of PASS/FAIL lines with their figures (see README).
+gpu-check: $(STAMP)
+	$(PY) -m moco_bench gpu-check

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "moco_bench.engine.cli",
     "moco_bench.results.cli",
     "moco_bench.demo",
+    "moco_bench.gpucheck",
 )
 
 

@@ -10,8 +10,23 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   "$PY" -m venv .venv
 fi
-echo "== installing moco-bench and its dependencies (torch/torchvision pinned by constraints.txt)"
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+# faiss: the GPU build where nvidia-smi lists a GPU, else the CPU build (MOCO_BENCH_FAISS=cpu|gpu to choose).
+# Both provide the module `faiss`: where the other one is installed, both go (their files overlap) and the
+# chosen one is installed afresh.
+FAISS=${MOCO_BENCH_FAISS:-auto}
+if [ "$FAISS" = auto ]; then
+  if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then FAISS=gpu; else FAISS=cpu; fi
+fi
+case "$FAISS" in
+  cpu) OTHER=faiss-gpu ;;
+  gpu) OTHER=faiss-cpu ;;
+  *) echo "error: MOCO_BENCH_FAISS=$FAISS: expected cpu, gpu or auto" >&2; exit 1 ;;
+esac
+if .venv/bin/python -m pip show -q "$OTHER" >/dev/null 2>&1; then
+  .venv/bin/python -m pip uninstall -q -y faiss-cpu faiss-gpu
+fi
+echo "== installing moco-bench and its dependencies (torch/torchvision pinned by constraints.txt; faiss: $FAISS)"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[test,$FAISS]"
 
 # Fashion-MNIST (Debian's dataset-fashion-mnist) feeds every embedded dataset; labelme-examples gives
 # three real VOC photos for the reader tests. Installed when missing and apt-get is usable.
@@ -47,6 +62,9 @@ fi
 # detectron2: official source where reachable, else PyPI's pb1-detectron2 sdist with a small compatibility
 # step (README.md, section "detectron2"). A no-op when it is already installed.
 .venv/bin/python scripts/install_detectron2.py
+# lvis and cityscapesscripts (detectron2's LVIS and Cityscapes evaluations), each with a counted NumPy 2 fix
+# (README, "lvis and cityscapesscripts").
+.venv/bin/python scripts/install_patched_wheels.py
 # deepforest ships aerial images with real VOC-XML tree boxes (deepforest/data/); installed without its
 # dependencies and never imported, only read as data by the detection tests.
 if ! .venv/bin/python -m pip show -q deepforest >/dev/null 2>&1; then

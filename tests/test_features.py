@@ -135,3 +135,27 @@ def test_bf16_channels_last_is_its_own_entry_and_close_to_fp32(minivoc_root, tmp
     assert np.isfinite(b).all() and not np.array_equal(a, b)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cos.min() > 0.99
+
+
+def test_prepared_runtime_equals_eager_to_rounding(minivoc_root, tmp_path):
+    """The mkldnn runtime (BatchNorm folded, prepacked weights; the CPU fp32 default) against the eager network,
+    on a backbone whose BatchNorm statistics are far from the identity, every pooled layer of the SVM protocol."""
+    from moco_bench.models.inference import choose_runtime
+
+    backbone = load_backbone("random:resnet18")
+    g = np.random.default_rng(0)
+    for name, t in backbone.state_dict.items():
+        if name.endswith(("running_mean", "running_var", "bn1.weight", "bn2.weight")):
+            values = g.normal(0, 0.2, t.shape) if name.endswith("mean") else g.uniform(0.5, 1.5, t.shape)
+            t.copy_(t.new_tensor(values))
+    layers = "features.layers=[feature1,feature3,feature5]"
+    runs = {r: load_split(backbone, _cfg(minivoc_root, layers, f"features.runtime={r}"), tmp_path / r, "test",
+                          workers=0) for r in ("eager", "mkldnn", "auto")}
+    assert (runs["eager"].runtime, runs["mkldnn"].runtime, runs["auto"].runtime) == ("eager", "mkldnn", "mkldnn")
+    for layer in ("feature1", "feature3", "feature5"):
+        a, b = np.asarray(runs["eager"].features[layer]), np.asarray(runs["mkldnn"].features[layer])
+        assert not np.array_equal(a, b)  # another computation ...
+        np.testing.assert_allclose(b, a, rtol=0, atol=2e-5 * np.abs(a).max())  # ... the same numbers to rounding
+    assert choose_runtime("auto", "cpu", "bf16") == "eager" and choose_runtime("auto", "cuda", "fp32") == "eager"
+    with pytest.raises(ConfigError, match="mkldnn runs fp32 on a CPU"):
+        choose_runtime("mkldnn", "cpu", "bf16")

@@ -13,7 +13,7 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 
 def _stage(module: str) -> str:
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in STAGES) else "top"
+    return parts[1] if (len(parts) > 2 or len(parts) == 2) and parts[1] in STAGES else "top"
 
 
 def _modules():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from moco_bench.core.env import strict_fp32
 from moco_bench.core.errors import ConfigError
 
 
@@ -46,6 +47,7 @@ def setup(device: str = "auto") -> DistEnv:
     dev = torch.device("cuda", gpu) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
+        strict_fp32()
     owns_group = world_size > 1 and not dist.is_initialized()
     if owns_group:
         dist.init_process_group("nccl" if use_cuda else "gloo", init_method="env://")

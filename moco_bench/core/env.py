@@ -38,9 +38,25 @@ def git_revision() -> str | None:
         return None
 
 
+def strict_fp32() -> None:
+    """fp32 means fp32 on GPUs too: PyTorch lets cuDNN convolutions use TF32 tensor cores by default (Ampere and
+    later), which rounds their inputs to 10 bits of mantissa. The published protocols ran in fp32 on V100s (no
+    TF32), so it is off; reduced precision is asked for by name (``precision: bf16 | fp16``)."""
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def environment(device: str = "cpu", world_size: int = 1) -> Dict[str, Any]:
     versions = {p: v for p in _PACKAGES if (v := _version(p)) is not None}
-    return {
+    extra = {}
+    if str(device).startswith("cuda"):
+        import torch
+
+        extra = {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
+                 "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}}
+    return {**extra,
         "moco_bench": moco_bench.__version__,
         "git_revision": git_revision(),
         "python": platform.python_version(),
@@ -67,7 +83,7 @@ def resolve_device(requested: str = "auto") -> str:
     from moco_bench.core.errors import ConfigError
 
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
     kind, _, index = requested.partition(":")
     if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
         raise ConfigError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
@@ -75,4 +91,6 @@ def resolve_device(requested: str = "auto") -> str:
         raise ConfigError(f"device {requested!r}: CUDA is not available here (use --device cpu or auto)")
     if index and int(index) >= torch.cuda.device_count():
         raise ConfigError(f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if kind == "cuda":
+        strict_fp32()
     return requested

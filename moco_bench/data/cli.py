@@ -64,7 +64,8 @@ def register(sub) -> None:
     dsub = data.add_subparsers(dest="data_command", required=True)
     b = dsub.add_parser("build", help="build an embedded dataset into the cache",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    b.add_argument("name", choices=["imagefolder", "minivoc", "minicoco", "deepforest"])
+    b.add_argument("name", choices=["imagefolder", "minivoc", "minicoco", "deepforest", "minilvis", "minicityscapes",
+                                     "minivocseg"])
     b.add_argument("options", nargs="*", help="sizes as key=value, e.g. n_trainval=300 canvas=[96,128]")
     b.add_argument("--root", type=Path, default=None, help="output root (default: $MOCO_BENCH_DATA/embedded)")
     b.add_argument("--force", action="store_true", help="rebuild even if built with other options")

@@ -9,6 +9,8 @@
 - ``minicoco``: the same scenes as COCO instances JSON (``annotations/instances_{trainval,test}.json``):
   boxes, areas and RLE masks from the item pixels, and five keypoints per item (extremes and centroid) so
   the keypoint R-CNN pipeline has something real to learn.
+- ``minilvis``, ``minicityscapes``, ``minivocseg``: segmentation sets in LVIS, Cityscapes and VOC2012 (+ SBD
+  ``train_aug``) formats, in their own modules (:mod:`moco_bench.data.scenes` draws their scenes).
 
 A build writes into a temporary folder and renames it into place with a ``.built.json`` manifest; asking
 again with the same options does nothing, and asking with other options is an error rather than a silent
@@ -17,6 +19,7 @@ rebuild under existing feature caches.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -40,7 +43,8 @@ KEYPOINT_NAMES = ("top", "bottom", "left", "right", "center")
 KEYPOINT_FLIP = (("left", "right"),)
 MANIFEST = ".built.json"
 DATABASE = "moco-bench embedded (Fashion-MNIST)"
-NAMES = ("imagefolder", "minivoc", "minicoco", "deepforest")
+NAMES = ("imagefolder", "minivoc", "minicoco", "deepforest", "minilvis", "minicityscapes", "minivocseg")
+SEGMENTATION_BUILDERS = ("minilvis", "minicityscapes", "minivocseg")
 ITEM_THRESHOLD = 32  # pixel value above which an item pixel belongs to its mask and box
 # Distinct colours per object index, black for 0, so the PNGs are viewable like VOC's own.
 _PALETTE = [v for i in range(256) for v in ((i * 67) % 256, (i * 151) % 256, (i * 29) % 256)]
@@ -271,4 +275,7 @@ def build(name: str, root: Path | None = None, force: bool = False, **options) -
         from moco_bench.data.deepforest import build_deepforest_voc
 
         return build_deepforest_voc(root / "deepforest", **options)
+    if name in SEGMENTATION_BUILDERS:  # their own modules (moco_bench/data/<name>.py), which import this one
+        module = importlib.import_module(f"moco_bench.data.{name}")
+        return getattr(module, f"build_{name}")(root / name, force=force, **options)
     raise DataError(f"unknown embedded dataset {name!r}; known: {', '.join(NAMES)}")

@@ -1,8 +1,8 @@
-"""Checks of the detection datasets a config names (``datasets.sources``), made before any training: every
-folder and annotation file is there, each split holds its published number of images, every class of a VOC test
-set has a ground-truth object (a class without one would score AP 0 and pull the mean down: a perfect detector
-would read 90, not 100), and COCO annotations that name no image of their file are counted (detectron2 drops
-them with a line in its log; the result records how many).
+"""Checks of the detection datasets a config names (``datasets.sources``: VOC, COCO, LVIS, Cityscapes), made before any
+training: every folder and annotation file is there, each split holds its published number of images, every class of
+a VOC test set has a ground-truth object (a class without one would score AP 0 and pull the mean down: a perfect
+detector would read 90, not 100), and COCO annotations that name no image of their file are counted (detectron2
+drops them with a line in its log; the result records how many).
 """
 
 from __future__ import annotations
@@ -11,24 +11,40 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Dict, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 from moco_bench.core.errors import ConfigError, DataError, DatasetNotFound
 from moco_bench.data.voc import read_image_set, read_voc_annotation
 
 log = logging.getLogger(__name__)
-FORMATS = ("voc", "coco")
+FORMATS = ("voc", "coco", "lvis", "cityscapes")
+PATHS = {"coco": (("json", "annotation file"), ("image_root", "image folder")),
+         "lvis": (("json", "annotation file"), ("image_root", "image folder")),
+         "cityscapes": (("image_dir", "leftImg8bit folder"), ("gt_dir", "gtFine folder"))}
+
+
+def cityscapes_images(image_dir: Path) -> List[Path]:
+    """``<city>/*_leftImg8bit.png`` under a Cityscapes split folder, as detectron2's loader lists them."""
+    return sorted(Path(image_dir).glob("*/*_leftImg8bit.png"))
 
 
 def _missing(name: str, spec: Mapping) -> list:
-    if spec["format"] == "voc":
+    fmt = spec["format"]
+    if fmt == "voc":
         try:
             read_image_set(Path(spec["root"]), str(spec["split"]))
         except DatasetNotFound as e:
             return [f"{name}: {e}"]
         return []
-    files = (("json", "annotation file"), ("image_root", "image folder"))
-    return [f"{name}: COCO {kind} {spec[key]} not found" for key, kind in files if not Path(spec[key]).exists()]
+    return [f"{name}: {fmt} {kind} {spec[key]} not found" for key, kind in PATHS[fmt] if not Path(spec[key]).exists()]
+
+
+def _summary(name: str, spec: Mapping, classes: Sequence[str] | None, test: Sequence[str]) -> dict:
+    if spec["format"] == "voc":
+        return _voc_summary(spec, classes, name in test)
+    if spec["format"] == "cityscapes":
+        return {"images": len(cityscapes_images(Path(spec["image_dir"])))}
+    return _coco_summary(spec)  # COCO and LVIS JSON alike
 
 
 def _voc_summary(spec: Mapping, classes: Sequence[str] | None, is_test: bool) -> dict:
@@ -63,12 +79,12 @@ def check_sources(sources: Mapping[str, Mapping], test: Sequence[str], classes: 
     if missing:
         raise DatasetNotFound("detection datasets missing (" + "; ".join(missing) + "). Real datasets live under "
                               "$MOCO_BENCH_DATASETS laid out as detectron2's DETECTRON2_DATASETS (VOC2007/, VOC2012/, "
-                              "coco/annotations + coco/train2017, val2017); embedded ones are built by "
-                              "`moco-bench data build minivoc|minicoco`")
-    summary = {name: _voc_summary(spec, classes, name in test) if spec["format"] == "voc" else _coco_summary(spec)
-               for name, spec in sources.items()}
+                              "coco/annotations + coco/train2017, val2017, lvis/, cityscapes/leftImg8bit + gtFine); "
+                              "embedded ones are built by `moco-bench data build minivoc|minicoco|minilvis|"
+                              "minicityscapes`")
+    summary = {name: _summary(name, spec, classes, test) for name, spec in sources.items()}
     for name, spec in sources.items():
-        where, n = spec.get("root", spec.get("json")), summary[name]["images"]
+        where, n = spec.get("root", spec.get("json", spec.get("image_dir"))), summary[name]["images"]
         if spec.get("expect") is not None and n != int(spec["expect"]):
             raise DataError(f"{source}: datasets.sources.{name} lists {n} images, but the published split has "
                             f"{int(spec['expect'])}: a partial or different copy ({where})")

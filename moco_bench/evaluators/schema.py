@@ -139,3 +139,4 @@ class Features:
     pooling: Dict[str, Any] = MISSING  # layer -> {kernel, stride, padding} or {output_size}
     precision: str = field(choices=PRECISIONS)
     channels_last: bool = MISSING
+    runtime: str = field(choices=("auto", "eager", "mkldnn"))  # moco_bench.models.inference

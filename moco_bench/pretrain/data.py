@@ -20,7 +20,7 @@ AUGMENT_KEYS = {"moco_v1": ("crop", "scale", "grayscale_p", "jitter", "mean", "s
                             "std")}
 
 
-def _augment_args(aug: Mapping) -> dict:
+def augment_args(aug: Mapping) -> dict:
     return {k: aug[k] for k in AUGMENT_KEYS[aug["kind"]]}
 
 
@@ -28,13 +28,13 @@ def tensor_augment(aug: Mapping):
     """The tensor pipeline's two views: ``(encoded images, device) -> (im_q, im_k)``."""
     from moco_bench.data.tensor_augment import TensorTwoCrops, moco_tensor_augment
 
-    return TensorTwoCrops(moco_tensor_augment(aug["kind"], **_augment_args(aug)))
+    return TensorTwoCrops(moco_tensor_augment(aug["kind"], **augment_args(aug)))
 
 
 def build_dataset(cfg: DictConfig):
     """``data.reader`` on ``data.root`` / ``data.split``: two augmented PIL views per item, or the file bytes."""
     aug, data = resolved(cfg.transform), resolved(cfg.data)
-    transform = TwoCropsTransform(AUGMENTS[aug["kind"]](**_augment_args(aug))) if data["pipeline"] == "pil" else None
+    transform = TwoCropsTransform(AUGMENTS[aug["kind"]](**augment_args(aug))) if data["pipeline"] == "pil" else None
     dataset = open_split({**data, "classes": None}, data["split"], transform, str(cfg.get("_source_", "config")))
     if len(dataset) < cfg.data.batch_size:
         raise DataError(f"{cfg.data.root}/{cfg.data.split}: {len(dataset)} images, fewer than one global batch "

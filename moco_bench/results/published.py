@@ -26,18 +26,23 @@ PUBLISHED_DATASETS = {
     "coco_mrcnn_c4_1x": "coco_2017_train", "coco_mrcnn_c4_2x": "coco_2017_train",
     "coco_mrcnn_fpn_1x": "coco_2017_train", "coco_mrcnn_fpn_2x": "coco_2017_train",
     "coco_keypoint_rcnn_fpn_2x": "keypoints_coco_2017_train",
+    "voc07_frcnn_c4_9k": "voc_2007_trainval", "lvis05_mrcnn_fpn_2x": "lvis_v0.5_train",
+    "cityscapes_mrcnn_fpn": "cityscapes_fine_instance_seg_train",
+    "cityscapes_fcn16_90k": "cityscapes_fine_sem_seg_train", "voc12aug_fcn16_30k": "voc_2012_train_aug",
+    "coco_densepose_rcnn_fpn_s1x": "densepose_coco_2014_train+densepose_coco_2014_valminusminival",
 }
+FINETUNED = ("AP", "mIoU")  # metrics of protocols that fine-tune the whole network (detection, segmentation)
 
 
 def layer_of(metric: str, protocol: str = "", layer: str = "") -> str:
     """The layer a number belongs to: an explicit one, else ``featureN`` named in metric or protocol, else GAP
-    for classification metrics and the whole network for detection ones (the backbone is fine-tuned)."""
+    for classification metrics and the whole network for detection and segmentation ones (fine-tuned)."""
     if layer and layer != "all":
         return layer
     for text in (metric, protocol):
         if m := _FEATURE.search(text or ""):
             return m.group(0)
-    return "finetuned" if str(metric).startswith("AP") else "gap"
+    return "finetuned" if str(metric).startswith(FINETUNED) else "gap"
 
 
 def published_dataset(benchmark: str) -> str:

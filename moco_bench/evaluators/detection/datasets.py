@@ -9,16 +9,22 @@ A config names its training and test sets and describes each under ``datasets.so
       sources:
         voc_2007_trainval: {format: voc, root: ${datasets:VOC2007}, split: trainval, year: 2007}
         coco_2017_val: {format: coco, json: .../instances_val2017.json, image_root: .../val2017}
+        lvis_v0.5_val: {format: lvis, json: .../lvis_v0.5_val.json, image_root: ${datasets:coco}}
+        cityscapes_fine_instance_seg_val: {format: cityscapes, image_dir: .../leftImg8bit/val, gt_dir: .../gtFine/val}
 
 detectron2 registers its builtin names (``voc_2007_test``, ``coco_2017_train`` ...) at import under
 ``$DETECTRON2_DATASETS``; the same names are registered again here under the moco-bench datasets root, so the
 paths in the result's config are the paths that were read. Custom folders (the embedded mini-VOC and
-mini-COCO, any VOCdevkit or COCO-JSON folder) are registered the same way under their own names.
+mini-COCO, any VOCdevkit or COCO-JSON folder) are registered the same way under their own names. LVIS and
+Cityscapes sources are read by detectron2's own loaders (``load_lvis_json`` with the ``lvis`` API;
+``load_cityscapes_instances`` from the gtFine polygons, as its builtin Cityscapes names do) and evaluated by
+LVISEvaluator and the official Cityscapes instance evaluation.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import List, Mapping, Sequence, Tuple
@@ -33,7 +39,6 @@ from detectron2.data.datasets.builtin_meta import (
 
 from moco_bench.core.errors import ConfigError, DataError
 
-FORMATS = ("voc", "coco")
 COCO_PERSON = {"keypoint_names": COCO_PERSON_KEYPOINT_NAMES, "keypoint_flip_map": COCO_PERSON_KEYPOINT_FLIP_MAP,
                "keypoint_connection_rules": KEYPOINT_CONNECTION_RULES}  # what detectron2's builtin names carry
 
@@ -49,6 +54,8 @@ def dataset_shape(spec: Mapping, classes: Sequence[str] | None) -> Tuple[int, in
         if not classes:
             raise ConfigError("a VOC training set needs datasets.classes (its class names, in label order)")
         return len(classes), 0
+    if spec["format"] == "cityscapes":
+        return len(cityscapes_things()), 0
     keypoints = _keypoint_metadata("train", spec).get("keypoint_names", [])
     return len(_coco_categories(str(spec["json"]))), len(keypoints)
 
@@ -82,5 +89,43 @@ def register_sources(sources: Mapping[str, Mapping], classes: Sequence[str] | No
                 raise ConfigError(f"datasets.sources.{name} is a VOC folder: datasets.classes must list its classes")
             register_pascal_voc(name, str(spec["root"]), str(spec["split"]), int(spec["year"]), list(classes))
             MetadataCatalog.get(name).evaluator_type = "pascal_voc"  # as detectron2's builtin VOC names have
+        elif spec["format"] == "lvis":
+            _register_lvis(name, str(spec["json"]), str(spec["image_root"]))
+        elif spec["format"] == "cityscapes":
+            _register_cityscapes(name, str(spec["image_dir"]), str(spec["gt_dir"]))
         else:
             register_coco_instances(name, _keypoint_metadata(name, spec), str(spec["json"]), str(spec["image_root"]))
+
+
+def _register_lvis(name: str, json_file: str, image_root: str) -> None:
+    """detectron2's LVIS loader under any name: class names from the JSON (detectron2's builtin metadata exists
+    only for its own names and the 1230 LVIS v0.5 categories; the real JSON's names are the same). Image paths are
+    ``image_root`` + the last two parts of each image's ``coco_url``."""
+    from detectron2.data.datasets.lvis import load_lvis_json
+
+    image_root = os.path.join(image_root, "")  # detectron2 appends the coco_url folder to the root as text
+    categories = sorted(_coco_categories(json_file), key=lambda c: c["id"])
+    if [c["id"] for c in categories] != list(range(1, len(categories) + 1)):
+        raise DataError(f"{json_file}: LVIS category ids must be 1..{len(categories)} (LVISEvaluator maps them so)")
+    DatasetCatalog.register(name, lambda: load_lvis_json(json_file, image_root, None))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="lvis",
+                                  thing_classes=[c.get("synonyms", [c["name"]])[0] for c in categories])
+
+
+def _register_cityscapes(name: str, image_dir: str, gt_dir: str) -> None:
+    """As detectron2 registers its builtin ``cityscapes_fine_instance_seg_*`` names: the loader reads the gtFine
+    polygons (``from_json``); the official evaluation reads ``gt_dir``'s instanceIds PNGs."""
+    from detectron2.data.datasets.cityscapes import load_cityscapes_instances
+
+    DatasetCatalog.register(name, lambda: load_cityscapes_instances(image_dir, gt_dir, from_json=True,
+                                                                    to_polygons=True))
+    MetadataCatalog.get(name).set(image_dir=image_dir, gt_dir=gt_dir, evaluator_type="cityscapes_instance",
+                                  thing_classes=cityscapes_things())
+
+
+def cityscapes_things() -> List[str]:
+    """Cityscapes' instance classes in the order detectron2's loader numbers them (labels with instances that are
+    evaluated: person, rider, car, truck, bus, train, motorcycle, bicycle)."""
+    from cityscapesscripts.helpers.labels import labels
+
+    return [label.name for label in labels if label.hasInstances and not label.ignoreInEval]

@@ -3,7 +3,9 @@
 MoCo's protocol (moco ``detection/``; mmselfsup ``configs/benchmarks/detectron2``): the backbone is written as
 a detectron2 ``.pkl`` with matching heuristics, every BN layer is trained (``FREEZE_AT 0`` and a synchronized
 norm), and the detector is fine-tuned end to end and evaluated on VOC07 test (VOC AP at IoU .50:.05:.95, AP50,
-AP75) or COCO val (box, mask, keypoint AP). VOC results are the mean of 5 trials, as published.
+AP75), COCO val (box, mask, keypoint AP), LVIS val (the lvis API) or Cityscapes val (the official instance
+evaluation). VOC results are the mean of 5 trials, as published. The trial machinery below also runs the
+other detectron2 tasks (:class:`Task`: semantic segmentation, DensePose).
 
 One evaluation config names a detectron2 config (``evaluate/detectron2/*.yaml``, written from the protocol),
 extra detectron2 options (``d2_overrides``, a detectron2 config tree), the datasets, the number of trials and
@@ -17,6 +19,7 @@ NaN/inf loss stops the evaluation (TrainingDiverged naming the kept log); every 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import math
@@ -25,7 +28,7 @@ import random
 import shutil
 import statistics
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, NamedTuple
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -33,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from moco_bench.convert import write_detectron2
 from moco_bench.core.atomic import atomic_write_text
 from moco_bench.core.config import resolved
+from moco_bench.core.env import strict_fp32
 from moco_bench.core.errors import ConfigError, MissingDependency, TrainingDiverged
 from moco_bench.core.paths import project_file
 from moco_bench.core.schema import flatten
@@ -44,6 +48,30 @@ INSTALL_HINT = ("detectron2 is not installed; install it with `.venv/bin/python 
 COCO_PREFIX = {"bbox": "APbb", "segm": "APmk", "keypoints": "APkp"}  # results/published/numbers.csv names
 TRIAL_RESULT = "trial_result.json"
 DIVERGED = "diverged.json"
+
+
+class Task(NamedTuple):
+    """One kind of detectron2 fine-tuning the trials below run.
+
+    ``module`` is imported in every trial process and provides ``new_config()`` (detectron2's config with the
+    task's keys), ``register(sources, classes)`` (its datasets in detectron2's catalogs) and ``Trainer`` (a
+    detectron2 trainer with :class:`~moco_bench.evaluators.detection.trainer.TransferHooks`).
+    ``check_sources(sources, test, classes, source)`` fails before any work on an absent, partial or class-less
+    dataset and returns a summary of each (image counts) for the record; ``configure(d2, cfg, sources)`` sets
+    what the training set decides (class counts); ``metrics_of(results)`` gives (metrics, per-category, other
+    numbers) of a trial.
+    """
+
+    module: str
+    check_sources: Callable
+    configure: Callable
+    metrics_of: Callable
+
+
+def detection_task() -> Task:
+    from moco_bench.data.sources import check_sources
+
+    return Task("moco_bench.evaluators.detection.trainer", check_sources, set_detection_classes, _metrics_of)
 
 
 def require_detectron2() -> None:
@@ -88,19 +116,18 @@ def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, device: str, world_size: int):
+def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, device: str, world_size: int,
+                    task: Task | None = None):
     """The detectron2 config of a run: protocol YAML, the backbone's shape, ``d2_overrides``, then what the
-    run decides (datasets, class and keypoint counts, weights, output, device), with SyncBN made usable."""
-    from detectron2.config import get_cfg
-
-    from moco_bench.evaluators.detection import datasets as d2_datasets
+    run decides (datasets, class counts, weights, output, device), with SyncBN made usable."""
     from moco_bench.evaluators.detection import model as d2_model
     from moco_bench.evaluators.detection.backbones import backbone_name, check_fpn_levels
 
+    task = task or detection_task()
     path = project_file(str(cfg.d2_config))
     if not path.is_file():
         raise ConfigError(f"{_source(cfg)}: d2_config {cfg.d2_config} not found")
-    d2 = get_cfg()
+    d2 = importlib.import_module(task.module).new_config()
     merge_d2_file(d2, path, _source(cfg))
     d2.merge_from_list(d2_model.resnet_options(backbone.arch))
     try:
@@ -109,21 +136,29 @@ def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, dev
         raise ConfigError(f"{_source(cfg)}: bad d2_overrides: {e}") from None
     d2.merge_from_list(["MODEL.BACKBONE.NAME", backbone_name(backbone.arch, d2.MODEL.BACKBONE.NAME)])  # the stem
     ds = cfg.datasets
-    sources = resolved(ds)["sources"]
-    num_classes, num_keypoints = d2_datasets.dataset_shape(sources[str(ds.train[0])], ds.get("classes"))
     d2.merge_from_list([
         "DATASETS.TRAIN", tuple(str(n) for n in ds.train), "DATASETS.TEST", tuple(str(n) for n in ds.test),
-        "MODEL.ROI_HEADS.NUM_CLASSES", num_classes, "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(out_dir),
-        "MODEL.DEVICE", "cpu" if device == "cpu" else "cuda",
+        "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(out_dir), "MODEL.DEVICE", "cpu" if device == "cpu" else "cuda",
+        "SOLVER.AMP.ENABLED", cfg.precision == "fp16",
     ])
+    task.configure(d2, cfg, resolved(ds)["sources"])
+    check_fpn_levels(d2, backbone.arch, _source(cfg))
+    norms = d2_model.usable_norms(d2, world_size, device)
+    return d2, norms
+
+
+def set_detection_classes(d2, cfg: DictConfig, sources: dict) -> None:
+    """Box/mask classes and keypoints of the training set."""
+    from moco_bench.evaluators.detection import datasets as d2_datasets
+
+    ds = cfg.datasets
+    num_classes, num_keypoints = d2_datasets.dataset_shape(sources[str(ds.train[0])], ds.get("classes"))
+    d2.merge_from_list(["MODEL.ROI_HEADS.NUM_CLASSES", num_classes])
     if d2.MODEL.KEYPOINT_ON:
         if not num_keypoints:
             raise ConfigError(f"{_source(cfg)}: a keypoint model needs a training set with keypoints "
                               f"(datasets.sources.{ds.train[0]}.keypoints)")
         d2.merge_from_list(["MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", num_keypoints])
-    check_fpn_levels(d2, backbone.arch, _source(cfg))
-    norms = d2_model.usable_norms(d2, world_size, device)
-    return d2, norms
 
 
 @contextlib.contextmanager
@@ -158,25 +193,24 @@ def _trial_worker(job: dict) -> None:
 
     Runs under ``detectron2.engine.launch``, so it is a module-level function taking plain data.
     """
-    from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog
     from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
 
     from moco_bench.convert import read_detectron2_pkl
-    from moco_bench.evaluators.detection import datasets as d2_datasets
     from moco_bench.evaluators.detection import model as d2_model
-    from moco_bench.evaluators.detection.trainer import Trainer
 
     out = Path(job["out_dir"])
-    d2_datasets.register_sources(job["sources"], job["classes"])
-    cfg = get_cfg()
+    strict_fp32()  # a fresh process under detectron2's launch
+    task = importlib.import_module(job["task"])
+    task.register(job["sources"], job["classes"])
+    cfg = task.new_config()
     merge_d2_file(cfg, out / "d2_config.yaml", str(out))
     cfg.freeze()
     seed_all_rng(cfg.SEED + comm.get_rank())
     log_file = out / ("log.txt" if comm.is_main_process() else f"log_rank{comm.get_rank()}.txt")
     with _log_to(log_file):
-        trainer = Trainer(cfg, save_model=job["save_model"])
+        trainer = task.Trainer(cfg, save_model=job["save_model"])
         trainer.resume_or_load(resume=False)
         weights = read_detectron2_pkl(cfg.MODEL.WEIGHTS)["model"]
         model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
@@ -233,23 +267,28 @@ def _run_trial(job: dict, world_size: int) -> dict:
     return json.loads((out / TRIAL_RESULT).read_text())
 
 
-def _metrics_of(results: dict) -> tuple[Dict[str, float], dict, dict]:
-    """Reported metrics, per-category AP and the remaining numbers of one trial's detectron2 results."""
+def _metrics_of(results: dict) -> tuple[Dict[str, float], dict]:
+    """Reported metrics and the details (per-category AP, remaining numbers) of one trial's detectron2 results.
+
+    COCO and LVIS: AP, AP50, AP75 per task; LVIS also its rare/common/frequent APs (``APmkr`` ...); the
+    official Cityscapes evaluation gives AP and AP50. An LVIS AP that is undefined (-1: no ground truth of that
+    group) is left out of the metrics.
+    """
     metrics, per_category, extra = {}, {}, {}
     if "bbox_per_class_AP50" in results:  # VOC (moco_bench VOC evaluator)
         metrics = {k: results["bbox"][k] for k in ("AP", "AP50", "AP75")}
         per_category["AP50"] = results["bbox_per_class_AP50"]
-    else:
-        for task, prefix in COCO_PREFIX.items():
-            if task not in results:
-                continue
-            res = results[task]
-            for name, suffix in (("AP", ""), ("AP50", "50"), ("AP75", "75")):
+    for task, prefix in COCO_PREFIX.items():
+        if task not in results or "bbox_per_class_AP50" in results:
+            continue
+        res = results[task]
+        for name in ("AP", "AP50", "AP75", "APr", "APc", "APf"):
+            if name in res and (res[name] is None or res[name] >= 0):
                 # detectron2 gives NaN when there was no prediction at all; COCOeval would score that 0
-                metrics[prefix + suffix] = res[name] if res[name] is not None else 0.0
-            per_category[task] = {k[3:]: v for k, v in res.items() if k.startswith("AP-")}
-            extra[task] = {k: v for k, v in res.items() if not k.startswith("AP-") and k not in ("AP", "AP50", "AP75")}
-    return metrics, per_category, extra
+                metrics[prefix + name[2:]] = res[name] if res[name] is not None else 0.0
+        per_category[task] = {k[3:]: v for k, v in res.items() if k.startswith("AP-")}
+        extra[task] = {k: v for k, v in res.items() if not k.startswith("AP-") and prefix + k[2:] not in metrics}
+    return metrics, {"per_category_AP": per_category, "other_metrics": extra}
 
 
 @EVALUATORS.register("detectron2")
@@ -259,8 +298,14 @@ def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutp
         raise ConfigError(f"{_source(cfg)}: raw pixels have no network to fine-tune (pixels: is a reference line of "
                           "the kNN and linear protocols)")
     require_detectron2()
-    from moco_bench.data.sources import check_sources
+    return run_transfer(backbone, cfg, ctx, detection_task())
 
+
+def _checked_sources(cfg: DictConfig, task: Task, device: str):
+    """Everything checked before any compute: the datasets (names, files, counts, classes with ground truth) and
+    the precision against the device. Returns the sources and their summary for the record."""
+    if cfg.precision == "fp16" and device == "cpu":
+        raise ConfigError(f"{_source(cfg)}: precision fp16 is detectron2's AMP training, which needs a CUDA device")
     ds = cfg.datasets
     names = [str(n) for n in list(ds.train) + list(ds.test)]
     sources = resolved(ds)["sources"]
@@ -270,19 +315,27 @@ def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutp
     if len(ds.test) != 1:
         raise ConfigError(f"{_source(cfg)}: datasets.test must name exactly one dataset (got {list(ds.test)})")
     sources = {n: sources[n] for n in names}
-    dataset_summary = check_sources(sources, [str(n) for n in ds.test], ds.get("classes"), _source(cfg))
+    classes = list(ds.classes) if ds.get("classes") else None
+    return sources, task.check_sources(sources, [str(n) for n in ds.test], classes, _source(cfg))
 
-    world_size = 1
-    if ctx.device != "cpu":
-        import torch
 
-        world_size = int(cfg.resources.gpus)
-        if world_size > torch.cuda.device_count():
-            raise ConfigError(f"{_source(cfg)}: resources.gpus {world_size} but {torch.cuda.device_count()} CUDA "
-                              "devices are visible")
-    trials, seed = int(cfg.trials), int(cfg.seed)
-    if trials < 1:
-        raise ConfigError(f"{_source(cfg)}: trials must be >= 1 (got {trials})")
+def _world_size(cfg: DictConfig, device: str) -> int:
+    if device == "cpu":
+        return 1
+    import torch
+
+    world_size = int(cfg.resources.gpus)
+    if world_size > torch.cuda.device_count():
+        raise ConfigError(f"{_source(cfg)}: resources.gpus {world_size} but {torch.cuda.device_count()} CUDA "
+                          "devices are visible")
+    return world_size
+
+
+def run_transfer(backbone, cfg: DictConfig, ctx: EvalContext, task: Task) -> EvalOutput:
+    """``cfg.trials`` trials of ``task``, each fine-tuning from the converted backbone in ``<out>/trial<k>``."""
+    sources, summary = _checked_sources(cfg, task, ctx.device)
+    world_size = _world_size(cfg, ctx.device)
+    trials, seed, ds = int(cfg.trials), int(cfg.seed), cfg.datasets
     with ctx.stage("convert"):
         weights = write_detectron2(backbone, ctx.out_dir / "backbone_d2.pkl")
 
@@ -292,16 +345,17 @@ def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutp
         if out.exists():  # a fresh trial: detectron2 appends to metrics.json and event files
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        d2, norms = build_d2_config(backbone, cfg, out, weights, ctx.device, world_size)
+        d2, norms = build_d2_config(backbone, cfg, out, weights, ctx.device, world_size, task)
         d2.merge_from_list(["SEED", seed + k, "DATALOADER.NUM_WORKERS", ctx.workers])
         atomic_write_text(out / "d2_config.yaml", d2.dump())
         job = {"out_dir": str(out), "sources": sources, "classes": list(ds.classes) if ds.get("classes") else None,
-               "save_model": bool(cfg.save_model), "checkpoint": str(backbone.path)}
+               "save_model": bool(cfg.save_model), "checkpoint": str(backbone.path), "task": task.module}
         log.info("%s: trial %d/%d (seed %d) in %s", cfg.name, k + 1, trials, seed + k, out)
         with ctx.stage("train_and_test"):
             runs.append(_run_trial(job, world_size))
-    out = _summarize(runs, cfg, norms, world_size, str(ds.test[0]))
-    out.details["datasets"] = dataset_summary  # image counts; COCO annotations that name no image (dropped)
+    out = _summarize(runs, cfg, norms, world_size, task)
+    out.details["datasets"] = summary  # image counts; COCO annotations that name no image (dropped)
+    out.info["precision"] = str(cfg.precision)
     return out
 
 
@@ -313,14 +367,15 @@ def _mean_tree(trees: List[dict]):
     return float(np.mean(values)) if values else None
 
 
-def _summarize(runs: List[dict], cfg: DictConfig, norms: dict, world_size: int, test_name: str) -> EvalOutput:
-    per_trial = [_metrics_of(r["results"]) for r in runs]
-    names = list(per_trial[0][0])
+def _summarize(runs: List[dict], cfg: DictConfig, norms: dict, world_size: int, task: Task) -> EvalOutput:
+    per_trial = [task.metrics_of(r["results"]) for r in runs]
+    names = [m for m in per_trial[0][0] if all(m in t[0] for t in per_trial)]
     per_seed = {m: [t[0][m] for t in per_trial] for m in names}
     metrics = {m: float(np.mean(v)) for m, v in per_seed.items()}
     if len(runs) > 1:
         metrics.update({f"{m}_std": float(np.std(v)) for m, v in per_seed.items()})
     evaluated = [r["results"].get("images", {}).get("evaluated") for r in runs]
+    test_name = str(cfg.datasets.test[0])
     backbone_norm = norms.get("MODEL.RESNETS.NORM", {"config": "?", "used": "?"})
     swapped = {k: v for k, v in norms.items() if v["config"] != v["used"]}
     variant = f"norm {backbone_norm['config']}"
@@ -331,8 +386,7 @@ def _summarize(runs: List[dict], cfg: DictConfig, norms: dict, world_size: int, 
         variant = f"{cfg.variant}; {variant}"
     details = {
         "norm": norms,
-        "per_category_AP": _mean_tree([t[1] for t in per_trial]),  # trial means, as the metrics
-        "other_metrics": _mean_tree([t[2] for t in per_trial]),
+        **_mean_tree([t[1] for t in per_trial]),  # per-category numbers: trial means, as the metrics
         "seconds_per_iter": [r["seconds_per_iter"] for r in runs],
         "iterations": [r["iterations"] for r in runs],
         "images_evaluated": evaluated,

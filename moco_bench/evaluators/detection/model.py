@@ -57,15 +57,22 @@ def resnet_options(arch: str) -> List:
             last.out_channels, "MODEL.RESNETS.STRIDE_IN_1X1", False]
 
 
+# The config nodes whose NORM a model uses (a GeneralizedRCNN's, unless its meta-architecture is listed).
+NORMED = {"SemanticSegmentor": ("MODEL.RESNETS.", "MODEL.FPN.", "MODEL.SEM_SEG_HEAD.")}
+RCNN_NORMED = ("MODEL.RESNETS.", "MODEL.FPN.", "MODEL.ROI_")
+
+
 def norm_keys(cfg) -> Dict[str, str]:
-    """The norm options a GeneralizedRCNN uses (ResNet, FPN, ROI heads) that are set: ``{key: value}``."""
+    """The norm options a model uses (ResNet, FPN, ROI heads, semantic segmentation head) that are set:
+    ``{key: value}``."""
     out = {}
+    normed = NORMED.get(cfg.MODEL.META_ARCHITECTURE, RCNN_NORMED)
 
     def walk(node, prefix):
         for k, v in node.items():
             if hasattr(v, "items"):
                 walk(v, f"{prefix}{k}.")
-            elif k == "NORM" and v and prefix.startswith(("MODEL.RESNETS.", "MODEL.FPN.", "MODEL.ROI_")):
+            elif k == "NORM" and v and prefix.startswith(normed):
                 out[f"{prefix}{k}"] = v
     walk(cfg, "")
     return out

@@ -24,7 +24,9 @@ class DetectionEvaluation(Evaluation):
     trials: int = field(min=1)
     seed: int = MISSING
     save_model: bool = MISSING
+    precision: str = field(choices=("fp32", "fp16"))  # detectron2 0.6's AMPTrainer autocasts to fp16 on CUDA only
     datasets: DetectionDatasets = MISSING
 
 
 register_schema("detectron2", DetectionEvaluation, "moco_bench.evaluators.detection.detection")
+register_schema("densepose", DetectionEvaluation, "moco_bench.evaluators.detection.densepose")

@@ -1,8 +1,13 @@
 """The detectron2 trainer of one detection-transfer trial and its evaluators (imports detectron2).
 
-``Trainer`` is detectron2's ``DefaultTrainer`` (schedule, PreciseBN, final evaluation, logging) with three
-additions: the evaluator chosen from the test set's type (VOC or COCO, with pycocotools' COCOeval since the
-C++ one may be absent), a timer of each training step, and the final checkpoint left out unless asked for.
+``Trainer`` is detectron2's ``DefaultTrainer`` (schedule, PreciseBN, final evaluation, logging) with the evaluator
+chosen from the test set's type (VOC; COCO with pycocotools' COCOeval, since the C++ one may be absent; LVIS with
+the ``lvis`` API; Cityscapes with its official instance evaluation) and :class:`TransferHooks`: a timer of each
+training step and the final checkpoint left out unless asked for.
+
+This module is a trial *task* of :mod:`moco_bench.evaluators.detection.detection`: it provides ``new_config``
+(detectron2's config), ``register`` (the datasets) and ``Trainer``; the semantic segmentation and DensePose
+tasks provide the same three.
 """
 
 from __future__ import annotations
@@ -13,11 +18,30 @@ import time
 from collections import defaultdict
 from itertools import chain
 
+from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, HookBase, hooks
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
+from detectron2.evaluation import (
+    CityscapesInstanceEvaluator,
+    COCOEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    LVISEvaluator,
+    PascalVOCDetectionEvaluator,
+)
 from detectron2.evaluation.pascal_voc_evaluation import voc_eval
 from detectron2.utils import comm
+
+from moco_bench.evaluators.detection.datasets import register_sources
+
+
+def new_config():
+    """detectron2's default config: detection adds no keys of its own."""
+    return get_cfg()
+
+
+def register(sources: dict, classes) -> None:
+    register_sources(sources, classes)
 
 
 class VOCEvaluator(PascalVOCDetectionEvaluator):
@@ -49,6 +73,24 @@ class VOCEvaluator(PascalVOCDetectionEvaluator):
         return ret
 
 
+class CityscapesEvaluator(CityscapesInstanceEvaluator):
+    """The official Cityscapes instance evaluation, run inside ``out_dir``: cityscapesscripts writes its
+    ``matches.json`` into the working directory."""
+
+    def __init__(self, dataset_name: str, out_dir: str):
+        super().__init__(dataset_name)
+        self._out_dir = out_dir
+
+    def evaluate(self):
+        cwd = os.getcwd()
+        os.makedirs(self._out_dir, exist_ok=True)
+        os.chdir(self._out_dir)
+        try:
+            return super().evaluate()
+        finally:
+            os.chdir(cwd)
+
+
 class ImageCount(DatasetEvaluator):
     """How many distinct test images reached the evaluators (a post-condition: all of them)."""
 
@@ -56,7 +98,7 @@ class ImageCount(DatasetEvaluator):
         self._ids = []
 
     def process(self, inputs, outputs):
-        self._ids.extend(x["image_id"] for x in inputs)
+        self._ids.extend(x.get("image_id", x["file_name"]) for x in inputs)  # semantic segmentation: no ids
 
     def evaluate(self):
         ids = comm.gather(self._ids, dst=0)
@@ -79,24 +121,15 @@ class StepTimer(HookBase):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-class Trainer(DefaultTrainer):
+class TransferHooks:
+    """What a transfer trial adds to a detectron2 trainer (put it before the trainer class in the bases): a timer
+    of each training step, registered first so no other hook's work is counted, and no periodic checkpoint
+    unless ``save_model``."""
+
     def __init__(self, cfg, save_model: bool = False):
         self._save_model = save_model
         self._timer = StepTimer()
         super().__init__(cfg)
-
-    @classmethod
-    def build_evaluator(cls, cfg, dataset_name):
-        meta = MetadataCatalog.get(dataset_name)
-        out = os.path.join(cfg.OUTPUT_DIR, "inference")
-        if meta.evaluator_type == "pascal_voc":
-            main = VOCEvaluator(dataset_name)
-        else:
-            tasks = ("bbox",) + (("segm",) if cfg.MODEL.MASK_ON else ()) + \
-                (("keypoints",) if cfg.MODEL.KEYPOINT_ON else ())
-            main = COCOEvaluator(dataset_name, tasks=tasks, output_dir=out, use_fast_impl=False,
-                                 kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS)
-        return DatasetEvaluators([main, ImageCount()])
 
     def build_hooks(self):
         default = super().build_hooks()
@@ -112,3 +145,22 @@ class Trainer(DefaultTrainer):
     def last_results(self) -> dict:
         """The evaluation after the last iteration (detectron2's EvalHook runs it; rank 0 holds the numbers)."""
         return self._last_eval_results
+
+
+class Trainer(TransferHooks, DefaultTrainer):
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name):
+        kind = MetadataCatalog.get(dataset_name).evaluator_type
+        out = os.path.join(cfg.OUTPUT_DIR, "inference")
+        tasks = ("bbox",) + (("segm",) if cfg.MODEL.MASK_ON else ()) + (("keypoints",) if cfg.MODEL.KEYPOINT_ON else ())
+        if kind == "pascal_voc":
+            main = VOCEvaluator(dataset_name)
+        elif kind == "lvis":
+            main = LVISEvaluator(dataset_name, tasks=tasks, output_dir=out,
+                                 max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+        elif kind == "cityscapes_instance":
+            main = CityscapesEvaluator(dataset_name, out)
+        else:
+            main = COCOEvaluator(dataset_name, tasks=tasks, output_dir=out, use_fast_impl=False,
+                                 kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS)
+        return DatasetEvaluators([main, ImageCount()])

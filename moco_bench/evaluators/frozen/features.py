@@ -25,6 +25,7 @@ from moco_bench.core.progress import bar
 from moco_bench.data.readers import open_split
 from moco_bench.data.transforms import eval_size, eval_transform
 from moco_bench.evaluators.frozen.cache import CacheEntry, RowWriter, check_free_space, digest
+from moco_bench.models.inference import choose_runtime, prepare
 from moco_bench.models.taps import FeatureTaps
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class FeatureSplit:
         classes: class names, in label order.
         images: image paths, row order.
         cache: ``layer -> "hit" | "miss" | "recomputed: <reason>"``.
+        runtime: how the network that computed them was prepared (:mod:`moco_bench.models.inference`).
     """
 
     features: Dict[str, np.ndarray]
@@ -50,6 +52,7 @@ class FeatureSplit:
     classes: List[str]
     images: List[str]
     cache: Dict[str, str] = field(default_factory=dict)
+    runtime: str = "eager"
 
 
 def split_items(dataset) -> tuple[np.ndarray, List[str], List[str]]:
@@ -86,7 +89,7 @@ def check_finite(features: np.ndarray, images: Sequence[str], what: str, chunk: 
 
 @torch.inference_mode()
 def extract(taps: FeatureTaps, dataset, outputs: Mapping[str, Path], *, images: Sequence[str], batch_size: int,
-            workers: int, device: str, precision: str = "fp32", channels_last: bool = False,
+            workers: int, device: str, precision: str = "fp32", channels_last: bool = False, runtime: str = "eager",
             desc: str = "features") -> None:
     """One pass of ``taps`` over ``dataset`` (in order), writing ``layer -> (N, D) float32 .npy`` to ``outputs``.
 
@@ -98,9 +101,9 @@ def extract(taps: FeatureTaps, dataset, outputs: Mapping[str, Path], *, images: 
     if precision not in PRECISIONS:
         raise ConfigError(f"features.precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     device_type = torch.device(device).type
-    taps = taps.eval().to(device)
-    if channels_last:
-        taps = taps.to(memory_format=torch.channels_last)
+    runtime = choose_runtime(runtime, device, precision)
+    taps, _ = prepare(taps, device, runtime, precision, channels_last)
+    channels_last = channels_last and runtime == "eager"  # the mkldnn graph takes plain tensors
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device_type == "cuda")
     writers: Dict[str, RowWriter] = {}
@@ -159,8 +162,9 @@ def load_split(backbone, cfg: DictConfig, cache_dir: Path, split: str, *, device
         "dataset": {"reader": data["reader"], "root": str(root), "split": split, "classes": classes,
                     "images": digest(rel, 64), "n": len(images)},
         "transform": {"test": tspec["test"], "mean": tspec["mean"], "std": tspec["std"]},
-        "precision": fcfg.get("precision", "fp32"),
-        "channels_last": bool(fcfg.get("channels_last", False)),
+        "precision": fcfg.precision,
+        "channels_last": bool(fcfg.channels_last),
+        "runtime": choose_runtime(str(fcfg.runtime), device, str(fcfg.precision)),
     }
     entry = CacheEntry(cache_dir, key)
     found, status = entry.read(layers, pooling, len(images))  # complete entries need no lock (read-only caches)
@@ -172,7 +176,7 @@ def load_split(backbone, cfg: DictConfig, cache_dir: Path, split: str, *, device
                 found.update(_compute(backbone, entry, todo, pooling, dataset, images, status, tspec, fcfg,
                                       device=device, workers=workers, desc=f"features {Path(root).name}/{split}"))
     return FeatureSplit(features={name: found[name] for name in layers}, labels=labels, classes=classes,
-                        images=images, cache=status)
+                        images=images, cache=status, runtime=key["runtime"])
 
 
 def _compute(backbone, entry: CacheEntry, todo, pooling, dataset, images, status, tspec, fcfg, *, device: str,
@@ -186,5 +190,6 @@ def _compute(backbone, entry: CacheEntry, todo, pooling, dataset, images, status
     check_free_space(entry.dir, len(images) * sum(dims.values()) * 4, desc)
     outputs = {name: entry.dir / entry.file_name(name, pooling[name]) for name in todo}
     extract(taps, dataset, outputs, images=images, batch_size=int(fcfg.batch_size), workers=workers,
-            device=device, precision=entry.key["precision"], channels_last=entry.key["channels_last"], desc=desc)
+            device=device, precision=entry.key["precision"], channels_last=entry.key["channels_last"],
+            runtime=entry.key["runtime"], desc=desc)
     return entry.record(todo, pooling, outputs)

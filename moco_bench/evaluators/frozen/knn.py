@@ -107,6 +107,6 @@ def knn(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     info = {"dataset": str(cfg.data.name), "dataset_root": str(cfg.data.root),
             "split": f"{cfg.data.train_split}->{cfg.data.test_split}",
             "layer": layer, "precision": str(cfg.features.precision), "temperature": float(cfg.knn.temperature),
-            "feature_cache": {"train": train.cache, "val": val.cache},
+            "feature_cache": {"train": train.cache, "val": val.cache}, "runtime": train.runtime,
             "index": describe(choose_backend(str(cfg.knn.backend), ctx.device), ctx.device)}
     return EvalOutput(metrics=metrics, details={"peak_rss_mib": peak_rss_mib()}, info=info)

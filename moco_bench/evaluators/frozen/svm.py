@@ -281,6 +281,7 @@ def info(cfg: DictConfig, layers, train, test, **extra) -> Dict:
             "split": f"{cfg.data.train_split}->{cfg.data.test_split}",
             "layer": layers[0], "layers": list(layers), "pooling": pooling,
             "precision": str(cfg.features.precision), "feature_cache": {"train": train.cache, "test": test.cache},
+            "runtime": train.runtime,
             **extra}
 
 

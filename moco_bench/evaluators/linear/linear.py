@@ -9,6 +9,7 @@ reader ``data.reader`` names (moco_bench.data.DATASETS: ImageFolder, Places205, 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Dict, Tuple
@@ -27,6 +28,7 @@ from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
 from moco_bench.evaluators.frozen.features import load_split
 from moco_bench.evaluators.linear.heads import Heads, linear_layer, norm_linear_heads, stage_channels
 from moco_bench.evaluators.linear.train import LinearRun, TrainConfig, train_heads
+from moco_bench.models.inference import choose_runtime, prepare
 from moco_bench.models.taps import FeatureTaps
 
 FAST_VARIANT = "fast: heads on cached features, no augmentation"
@@ -90,8 +92,14 @@ def linear_run(backbone, cfg: DictConfig, ctx: EvalContext, env: DistEnv, train_
         raise ConfigError(f"{_source(cfg)}: train and test crops differ; the pooled feature sizes would not match")
     model, reference = frozen_backbone(backbone, cfg, env.device)
     taps = FeatureTaps(model, list(cfg.features.layers), resolved(cfg)["features"]["pooling"])
-    return LinearRun(extract=extract or taps, heads=build_heads(cfg, model, taps), backbone=model,
-                     reference=reference, train_set=train_set, val_set=val_set, tc=TrainConfig.from_config(cfg),
+    tc, f = TrainConfig.from_config(cfg), cfg.features
+    runtime = choose_runtime(str(f.runtime), str(env.device), str(f.precision))
+    if extract is None:
+        extract, _ = prepare(taps, str(env.device), runtime, str(f.precision), bool(f.channels_last))
+    if runtime == "mkldnn":  # the prepared graph takes plain tensors
+        tc = dataclasses.replace(tc, channels_last=False)
+    return LinearRun(extract=extract, heads=build_heads(cfg, model, taps), backbone=model,
+                     reference=reference, train_set=train_set, val_set=val_set, tc=tc,
                      num_classes=int(cfg.data.classes), out_dir=ctx.out_dir, env=env,
                      workers=ctx.workers if workers is None else workers,
                      fingerprint=fingerprint(backbone, cfg, env.world_size), source=_source(cfg), stage=ctx.stage)
@@ -111,6 +119,7 @@ def _output(cfg: DictConfig, run: LinearRun, result: dict, extra_variant: str = 
                "frozen_check": result["frozen_check"], "resumed_from": result["resumed_from"], "lr": run.tc.lr,
                "world_size": run.env.world_size, "batch_per_rank": run.tc.batch_size // run.env.world_size,
                "precision": run.tc.precision, "channels_last": run.tc.channels_last,
+               "runtime": choose_runtime(str(cfg.features.runtime), str(run.env.device), run.tc.precision),
                "head_norm": ("SyncBN" if run.env.world_size > 1 and run.env.device.type == "cuda"
                              else "BN (per process)") if cfg.head.norm else "none"}
     variant = "; ".join(v for v in (str(cfg.variant or ""), extra_variant) if v)
