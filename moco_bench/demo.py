@@ -21,7 +21,6 @@ from moco_bench.core.errors import MocoBenchError
 log = logging.getLogger(__name__)
 PRETRAIN_CONFIG = "pretrain/mocov2_demo_fmnist.yaml"  # relative to the project root
 SUITE = "suites/demo.yaml"
-PIXEL_PROTOCOLS = ("knn", "linear")  # the evaluators the raw-pixel reference runs (it has no layers, no network)
 
 
 def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List[str]] = None,
@@ -32,6 +31,7 @@ def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List
     from moco_bench.data import embedded
     from moco_bench.engine.eval_all import eval_all
     from moco_bench.engine.suite import load_suite
+    from moco_bench.evaluators.schema import pixel_protocols
     from moco_bench.pretrain.schema import load_recipe
     from moco_bench.pretrain.train import pretrain
     from moco_bench.results.report import write_report
@@ -52,7 +52,7 @@ def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List
     seconds["pretrain"] = time.perf_counter() - t0
 
     loaded = load_suite(project_file(suite), suite_overrides)
-    pixel_suite = replace(loaded, entries=[e for e in loaded.entries if e.cfg.evaluator in PIXEL_PROTOCOLS])
+    pixel_suite = replace(loaded, entries=[e for e in loaded.entries if e.cfg.evaluator in pixel_protocols()])
     failed = []
     for name, ckpt, chosen in (("pretrained", str(checkpoint), loaded), ("random", f"random:{cfg.model.arch}", loaded),
                                ("pixels", "pixels:", pixel_suite)):

@@ -142,7 +142,7 @@ def test_prepared_runtime_equals_eager_to_rounding(minivoc_root, tmp_path):
     on a backbone whose BatchNorm statistics are far from the identity, every pooled layer of the SVM protocol."""
     from moco_bench.models.inference import choose_runtime
 
-    backbone = load_backbone("random:resnet18")
+    backbone = load_backbone(f"random:{DEMO_ARCH}")
     g = np.random.default_rng(0)
     for name, t in backbone.state_dict.items():
         if name.endswith(("running_mean", "running_var", "bn1.weight", "bn2.weight")):

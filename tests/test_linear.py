@@ -162,7 +162,7 @@ def test_bad_input_errors(backbone, imagefolder_root, tmp_path):
     ctx = EvalContext(out_dir=tmp_path, cache_dir=tmp_path, workers=0)
     with pytest.raises(ConfigError, match=r"set up for resnet50, but .*small.pth holds a resnet18_small_w0.5 "):
         evaluators.get("linear")(backbone, demo("imagenet_linear.yaml", imagefolder_root, "arch=resnet50"), ctx)
-    with pytest.raises(DataError, match=r"imagefolder, split train\): has 10 classes, the config expects 7"):
+    with pytest.raises(DataError, match=r"imagefolder, split train_subset\): has 10 classes, the config expects 7"):
         cfg = demo("imagenet_mhead_linear.yaml", imagefolder_root, "data.classes=7")
         evaluators.get("mhead_linear")(backbone, cfg, ctx)
 

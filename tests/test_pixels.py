@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-import moco_bench.evaluators.detection.detection  # noqa: F401 - registers the "detectron2" evaluator
 from moco_bench.convert import load_backbone, write_outputs
-from moco_bench.core.errors import CheckpointError
+from moco_bench.core.errors import CheckpointError, ConfigError
 from moco_bench.data.readers import open_split
 from moco_bench.data.transforms import eval_transform
 from moco_bench.engine.runner import run_evaluation
 from moco_bench.evaluators.frozen.knn import knn_multi_k
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.schema import load_evaluation, pixel_protocols
 from moco_bench.results.store import checkpoint_label
 
 EVALUATE = Path(__file__).resolve().parents[1] / "evaluate"
@@ -58,13 +57,14 @@ def test_linear_on_pixels_trains_its_fc_on_the_image(imagefolder_root, tmp_path)
     cfg = load_evaluation(EVALUATE / "demo" / "imagenet_linear.yaml", [
         f"data.root={imagefolder_root}", "optim.batch_size=64", "schedule.epochs=1", "schedule.milestones=[1]"])
     record = _ok(run_evaluation(load_backbone("pixels:"), cfg, out_root=tmp_path, workers=0))
-    assert 0 <= record["metrics"]["top1"] <= 100 and record["evaluation"]["layer"] == "gap"
+    # 3 steps on 200 images: 26 of 100 val images right; chance is 10 (an untrained fc: 10 +- 3)
+    assert record["metrics"]["top1"] > 18 and record["evaluation"]["layer"] == "gap"
 
 
-def test_what_needs_a_network_is_refused(imagefolder_root, tmp_path):
-    mhead = load_evaluation(EVALUATE / "demo" / "imagenet_mhead_linear_fast.yaml", [f"data.root={imagefolder_root}"])
-    record = run_evaluation(load_backbone("pixels:"), mhead, out_root=tmp_path, workers=0)
-    assert record["status"] == "failed" and "raw pixels have no layers ['feature1'" in record["error"]
-    detection = load_evaluation(EVALUATE / "demo" / "voc_detection_fpn.yaml")
-    record = run_evaluation(load_backbone("pixels:"), detection, out_root=tmp_path, workers=0)
-    assert record["status"] == "failed" and "raw pixels have no network to fine-tune" in record["error"]
+def test_what_needs_a_network_is_refused_before_any_work(imagefolder_root, minivoc_root, tmp_path):
+    assert pixel_protocols() == ["knn", "linear"]
+    for name in ("imagenet_mhead_linear_fast.yaml", "voc07_svm.yaml", "voc_detection_fpn.yaml"):
+        cfg = load_evaluation(EVALUATE / "demo" / name)
+        with pytest.raises(ConfigError, match=rf"{cfg.evaluator} protocol needs a network; pixels: .*knn, linear"):
+            run_evaluation(load_backbone("pixels:"), cfg, out_root=tmp_path, workers=0)
+    assert not any(tmp_path.iterdir())

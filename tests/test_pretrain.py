@@ -135,7 +135,7 @@ def test_logs_csv_and_tensorboard(run_a):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
     assert all(math.isfinite(float(r["loss"])) and float(r["images_per_s"]) > 0 for r in rows)
-    assert [float(r["lr"]) for r in rows[::2]] == pytest.approx([0.03, 0.015])  # cosine over 2 epochs
+    assert [float(r["lr"]) for r in rows[::2]] == pytest.approx([0.06, 0.03])  # cosine over 2 epochs
     with open(run_a / "knn.csv") as f:
         knn = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in knn] == [0, 1] and all(0 <= float(r["top1"]) <= 100 for r in knn)

@@ -19,12 +19,12 @@ from moco_bench.core import paths
 from moco_bench.core.config import resolved, save_config
 from moco_bench.core.distributed import process_rank
 from moco_bench.core.env import environment
-from moco_bench.core.errors import DatasetNotFound, MissingDependency, ResultExistsError, describe
+from moco_bench.core.errors import ConfigError, DatasetNotFound, MissingDependency, ResultExistsError, describe
 from moco_bench.core.locks import exclusive
 from moco_bench.engine import comparability
 from moco_bench.evaluators import get as get_evaluator
 from moco_bench.evaluators.base import EvalContext
-from moco_bench.evaluators.schema import load_evaluation, spec
+from moco_bench.evaluators.schema import load_evaluation, pixel_protocols, spec
 from moco_bench.results.schema import make_record, now
 from moco_bench.results.store import checkpoint_label, is_finished, write_result
 
@@ -65,6 +65,9 @@ def run_evaluation(
     decide what a failure means for them.
     """
     assessment = check_config(cfg)
+    if backbone.format == "pixels" and not spec(str(cfg.evaluator)).takes_pixels:
+        raise ConfigError(f"{cfg.get('_source_') or cfg.name}: the {cfg.evaluator} protocol needs a network; "
+                          f"{backbone.path} (raw pixels) runs only with {', '.join(pixel_protocols())}")
     out_dir = Path(out_root) / checkpoint_id(backbone)
     result_path = out_dir / f"{cfg.name}.json"
     main_rank = process_rank() == 0

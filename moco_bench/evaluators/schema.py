@@ -29,13 +29,15 @@ class EvaluatorSpec(NamedTuple):
     schema: type
     module: str
     per_gpu_processes: bool  # one process per GPU (DDP), as torchrun starts them; else one process
+    takes_pixels: bool  # runs on ``pixels:`` (the flattened image as its only feature, gap; no network)
 
 
 SCHEMAS = Registry("evaluator")
 
 
-def register_schema(name: str, schema: type, module: str, per_gpu_processes: bool = False) -> None:
-    SCHEMAS.register(name)(EvaluatorSpec(schema, module, per_gpu_processes))
+def register_schema(name: str, schema: type, module: str, per_gpu_processes: bool = False,
+                    takes_pixels: bool = False) -> None:
+    SCHEMAS.register(name)(EvaluatorSpec(schema, module, per_gpu_processes, takes_pixels))
 
 
 def load_schemas() -> None:
@@ -50,6 +52,12 @@ def load_schemas() -> None:
 def spec(name: str) -> EvaluatorSpec:
     load_schemas()
     return SCHEMAS.get(name)
+
+
+def pixel_protocols() -> list[str]:
+    """The evaluators that run on ``pixels:``, the raw-pixel reference line."""
+    load_schemas()
+    return [name for name in SCHEMAS if SCHEMAS.get(name).takes_pixels]
 
 
 def evaluation_schema(cfg) -> type:

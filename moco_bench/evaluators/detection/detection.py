@@ -294,9 +294,6 @@ def _metrics_of(results: dict) -> tuple[Dict[str, float], dict]:
 @EVALUATORS.register("detectron2")
 def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Fine-tune and evaluate ``cfg.trials`` times; metrics are trial means (``<metric>_std``: population std)."""
-    if backbone.format == "pixels":
-        raise ConfigError(f"{_source(cfg)}: raw pixels have no network to fine-tune (pixels: is a reference line of "
-                          "the kNN and linear protocols)")
     require_detectron2()
     return run_transfer(backbone, cfg, ctx, detection_task())
 

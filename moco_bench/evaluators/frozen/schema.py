@@ -74,4 +74,4 @@ class KNNEvaluation(FrozenEvaluation):
 
 register_schema("voc07_svm", SVMEvaluation, "moco_bench.evaluators.frozen.svm")
 register_schema("voc07_lowshot_svm", LowshotEvaluation, "moco_bench.evaluators.frozen.lowshot")
-register_schema("knn", KNNEvaluation, "moco_bench.evaluators.frozen.knn")
+register_schema("knn", KNNEvaluation, "moco_bench.evaluators.frozen.knn", takes_pixels=True)

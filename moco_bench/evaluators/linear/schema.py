@@ -74,4 +74,4 @@ class LinearEvaluation(Evaluation):
 
 for _name in ("linear", "mhead_linear", "mhead_linear_fast"):
     register_schema(_name, LinearEvaluation, "moco_bench.evaluators.linear.linear",
-                    per_gpu_processes=_name != "mhead_linear_fast")
+                    per_gpu_processes=_name != "mhead_linear_fast", takes_pixels=_name == "linear")
