@@ -40,7 +40,7 @@ SPEED_MODELS = [
     ("R50-C4 Faster R-CNN", "demo/voc_detection_c4.yaml", None, "voc", "random:resnet50@0"),
     ("R50-DC5 Faster R-CNN", "demo/voc_detection_c4.yaml", "voc0712_frcnn_dc5_24k.yaml", "voc", "random:resnet50@0"),
     ("R50-FPN Faster R-CNN", "demo/voc_detection_fpn.yaml", None, "voc", "random:resnet50@0"),
-    ("R18-FPN Faster R-CNN", "demo/voc_detection_fpn.yaml", None, "voc", "random:resnet18@0"),
+    ("R18 small-image FPN Faster R-CNN", "demo/voc_detection_fpn.yaml", None, "voc", "random:resnet18_small_w0.5@0"),
     ("R50-FPN Mask R-CNN", "demo/coco_detection_mask_fpn.yaml", None, "coco", "random:resnet50@0"),
     ("R50-FPN keypoint R-CNN", "demo/coco_detection_keypoint_fpn.yaml", None, "coco", "random:resnet50@0"),
 ]

@@ -6,7 +6,8 @@
    best of ``--repeats`` alternating runs (a busy shared machine only ever adds time).
 2. What reduced precision does to the numbers: the demo VOC07 SVM mAP (mini-VOC, 300 + 300 images) and the demo
    kNN top-1/top-5 (embedded ImageFolder, 5,000 + 1,000 images) with fp32 and with channels_last + bf16 features
-   (``--ckpt``, default ``random:resnet18``; a trained checkpoint shows the effect on meaningful features).
+   (``--ckpt``, default ``random:resnet18_small_w0.5``, the demo backbone; a trained checkpoint shows the effect
+   on meaningful features).
 No pass/fail target: the figures are reported. Usage: ``python benchmarks/bench_features.py [--images 32]``.
 """
 
@@ -79,14 +80,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--ckpt", default="random:resnet18")
+    ap.add_argument("--ckpt", default="random:resnet18_small_w0.5")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 autocast on CPU")
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         voc = build_minivoc(Path(tmp) / "minivoc")
         folder = build_imagefolder(Path(tmp) / "imagefolder")
         throughput("resnet50", "evaluate/voc07_svm.yaml", voc, args.images, 16, args.repeats, tmp)
-        throughput("resnet18", "evaluate/demo/voc07_svm.yaml", voc, 8 * args.images, 64, args.repeats, tmp)
+        throughput("resnet18_small_w0.5", "evaluate/demo/voc07_svm.yaml", voc, 8 * args.images, 64, args.repeats, tmp)
         metric_change(args.ckpt, voc, folder, tmp)
     return 0
 

@@ -136,7 +136,7 @@ def bench_precision(args, root: Path, di: DistEnv) -> None:
         print(f"{label:>20}: {args.batch / s.best:7.1f} img per s")
     print(f"speed-up: {settings['fp32'].best / settings['channels_last + amp'].best:.2f}x")
     top1 = {}
-    backbone = load_backbone("random:resnet18")
+    backbone = load_backbone("random:resnet18_small_w0.5")
     for label, flags in (("fp32", PLAIN), ("channels_last + amp", FAST)):
         cfg = load_evaluation(REPO / "evaluate" / "demo" / "imagenet_mhead_linear.yaml", [f"data.root={root}", *flags])
         with tempfile.TemporaryDirectory() as out:

@@ -4,9 +4,10 @@ every class and cost, ``cross_val_score(LinearSVC, cv=3, scoring='average_precis
 trainval; the best cross-validated cost's model scored on test), run over classes with the same processes.
 
 1. On cached features: feature5 of an embedded mini-VOC (``--voc-n`` trainval + ``--voc-n`` test images, 10
-   classes) extracted through the feature cache, ``--ckpt`` at 64 px (default ``random:resnet18``; a trained
-   MoCo demo checkpoint gives features like a real run's). Targets: |mAP difference| <= 0.1 and the cyanure
-   path >= 5x faster. Also shown: the same pipeline with the sklearn solver (refitting only the chosen cost).
+   classes) extracted through the feature cache, ``--ckpt`` at 64 px (default ``random:resnet18_small_w0.5``, the
+   demo backbone; a trained MoCo demo checkpoint gives features like a real run's). Targets: |mAP difference|
+   <= 0.1 and the cyanure path >= 5x faster. Also shown: the same pipeline with the sklearn solver (refitting
+   only the chosen cost).
 2. ``--synthetic N``: the same on well-conditioned synthetic VOC-like features (N images per split, ``--dim``
    dims, 20 classes at VOC07's class frequencies; N 5011 with dim 8192 is VOC07 feature5's size), a regime
    where liblinear's dual coordinate descent is fast; reported, not a target.
@@ -118,7 +119,7 @@ def compare(title, Xtr, Ttr, Xte, Tte, classes, jobs) -> tuple[float, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--voc-n", type=int, default=1000)
-    ap.add_argument("--ckpt", default="random:resnet18")
+    ap.add_argument("--ckpt", default="random:resnet18_small_w0.5")
     ap.add_argument("--synthetic", type=int, default=0)
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))

@@ -29,7 +29,7 @@ from moco_bench.convert import load_backbone, read_detectron2_pkl, write_detectr
 from moco_bench.core.errors import CheckpointError
 from moco_bench.core.schema import flatten
 from moco_bench.data import embedded
-from moco_bench.engine.runner import check_config, evaluate_checkpoint, run_evaluation
+from moco_bench.engine.runner import check_config, checkpoint_id, evaluate_checkpoint, run_evaluation
 from moco_bench.evaluators.schema import load_evaluation
 from moco_bench.models import resnets
 from moco_bench.results.store import load_results
@@ -173,10 +173,14 @@ def test_c4_protocol_through_the_cli(moco_r50, tiny, tmp_path, capsys):
 
 
 @needs_d2
-def test_fpn_voc_trials_mean_std_and_store(moco_small, tiny, tmp_path):
+def test_fpn_voc_trials_mean_std_and_store(moco_small, tiny, tmp_path, capfd):
     cfg = tiny_sources(demo("voc_detection_fpn.yaml", "trials=2"), tiny["voc"], "voc")
     torch_rng = torch.random.get_rng_state()
     record = _ok(run_evaluation(moco_small, cfg, out_root=tmp_path, workers=0))
+    printed = capfd.readouterr()  # detectron2's log (the model, dataset tables) and warnings go to each trial's log
+    assert "GeneralizedRCNN" not in printed.out + printed.err and "Warning" not in printed.err
+    trial_log = (tmp_path / checkpoint_id(moco_small) / cfg.name / "trial1" / "log.txt").read_text()
+    assert "GeneralizedRCNN" in trial_log and "Starting training" in trial_log
     assert torch.equal(torch.random.get_rng_state(), torch_rng)  # trials seed their own RNGs, not the caller's
     m = record["metrics"]
     assert set(m) == {"AP", "AP50", "AP75", "AP_std", "AP50_std", "AP75_std"}

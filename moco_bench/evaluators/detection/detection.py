@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import statistics
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple
 
@@ -41,6 +42,7 @@ from moco_bench.core.errors import ConfigError, MissingDependency, TrainingDiver
 from moco_bench.core.paths import project_file
 from moco_bench.core.schema import flatten
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
+from moco_bench.evaluators.detection.trial_log import log_to
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = ("detectron2 is not installed; install it with `.venv/bin/python scripts/install_detectron2.py` "
@@ -77,7 +79,9 @@ def detection_task() -> Task:
 def require_detectron2() -> None:
     """Raise :class:`MissingDependency` (the runner records ``skipped``) with the install hint."""
     try:
-        import detectron2  # noqa: F401
+        with warnings.catch_warnings():  # fvcore.nn (under detectron2.layers) scripts its losses at import
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+            import detectron2.layers  # noqa: F401
     except ImportError as e:
         raise MissingDependency(f"{INSTALL_HINT} ({e})") from None
 
@@ -161,25 +165,6 @@ def set_detection_classes(d2, cfg: DictConfig, sources: dict) -> None:
         d2.merge_from_list(["MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", num_keypoints])
 
 
-@contextlib.contextmanager
-def _log_to(path: Path):
-    """detectron2's and fvcore's INFO log into ``path`` (kept after a failure) for the duration of a trial."""
-    handler = logging.FileHandler(path, mode="w")
-    handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s %(levelname)s] %(message)s", "%m/%d %H:%M:%S"))
-    loggers = [logging.getLogger(n) for n in ("detectron2", "fvcore", "d2.checkpoint")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
-        lg.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
-        handler.close()
-
-
 def _finite(tree):
     """Nested results with numpy scalars as floats and NaN (COCO: a class without ground truth) as None."""
     if isinstance(tree, dict):
@@ -198,6 +183,7 @@ def _trial_worker(job: dict) -> None:
     from detectron2.utils.env import seed_all_rng
 
     from moco_bench.convert import read_detectron2_pkl
+    from moco_bench.evaluators.detection import backbones  # noqa: F401 - a spawned rank registers them too
     from moco_bench.evaluators.detection import model as d2_model
 
     out = Path(job["out_dir"])
@@ -209,7 +195,7 @@ def _trial_worker(job: dict) -> None:
     cfg.freeze()
     seed_all_rng(cfg.SEED + comm.get_rank())
     log_file = out / ("log.txt" if comm.is_main_process() else f"log_rank{comm.get_rank()}.txt")
-    with _log_to(log_file):
+    with log_to(log_file):
         trainer = task.Trainer(cfg, save_model=job["save_model"])
         trainer.resume_or_load(resume=False)
         weights = read_detectron2_pkl(cfg.MODEL.WEIGHTS)["model"]
