@@ -79,9 +79,10 @@ def detection_task() -> Task:
 def require_detectron2() -> None:
     """Raise :class:`MissingDependency` (the runner records ``skipped``) with the install hint."""
     try:
-        with warnings.catch_warnings():  # fvcore.nn (under detectron2.layers) scripts its losses at import
+        with warnings.catch_warnings():  # fvcore.nn and detectron2.modeling script functions at import
             warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
             import detectron2.layers  # noqa: F401
+            import detectron2.modeling  # noqa: F401
     except ImportError as e:
         raise MissingDependency(f"{INSTALL_HINT} ({e})") from None
 
