@@ -265,10 +265,11 @@ def test_out_of_range_numbers_are_refused_at_load(imagefolder_root, tmp_path):
 
 def test_partial_dataset_is_an_error_before_compute(imagefolder_root, tmp_path, capsys):
     config = tmp_path / "knn.yaml"
-    config.write_text(f"base: {KNN}\ndata:\n  root: {imagefolder_root}\n  expect: {{train: 1281167, val: 50000}}\n")
+    data = f"base: {KNN}\ndata:\n  root: {imagefolder_root}\n  train_split: train\n"
+    config.write_text(data + "  expect: {train: 1281167, val: 50000}\n")
     assert main(["data", "check", str(config)]) == 2
     assert "200 images, but the published split has 1281167: a partial" in capsys.readouterr().err
-    config.write_text(f"base: {KNN}\ndata:\n  root: {imagefolder_root}\n  expect: {{train: 200, val: 100}}\n")
+    config.write_text(data + "  expect: {train: 200, val: 100}\n")
     assert main(["data", "check", str(config)]) == 0
     assert "train: ok, 200 images in 10 classes (the published count)" in capsys.readouterr().out
 
