@@ -22,7 +22,7 @@ def test_detection_precision_is_detectron2_amp_and_needs_cuda(minivoc_root, tmp_
     from moco_bench.evaluators.base import EvalContext
     from moco_bench.evaluators.detection.detection import build_d2_config, detectron2_transfer
 
-    backbone = load_backbone("random:resnet18")
+    backbone = load_backbone("random:resnet18_small_w0.5")  # the demo FPN config's levels are for its stem
     root = [f"datasets.sources.{n}.root={minivoc_root}" for n in load_evaluation(DEMO).datasets.sources]
     for precision, amp in (("fp32", False), ("fp16", True)):
         cfg = load_evaluation(DEMO, [*root, f"precision={precision}"])

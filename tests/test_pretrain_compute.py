@@ -13,6 +13,7 @@ from moco_bench.convert import load_backbone
 from moco_bench.core.distributed import DistEnv
 from moco_bench.pretrain.compute import step_compute
 from moco_bench.pretrain.data import build_dataset
+from moco_bench.pretrain.recipe import recipe_record
 from moco_bench.pretrain.train import build_training, pretrain
 
 
@@ -43,19 +44,19 @@ def test_bf16_and_channels_last_steps_against_fp32(data, tmp_path):
     0.92; the logits themselves are fp32). channels_last is the same arithmetic summed in another order: equal to
     round-off."""
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    base = tiny_config(data, tmp_path / "x", "data.batch_size=32", "model.bn_splits=1")
+    pil = ("data.pipeline=pil", "data.batch_size=32", "model.bn_splits=1")  # PIL pairs, stacked once for all three
+    base = tiny_config(data, tmp_path / "x", *pil)
     pairs = [build_dataset(base)[i][0] for i in range(32)]
     images = [torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])]
     torch.manual_seed(0)
     moco = build_training(base, env)[0]
     loss32, grad32 = _one_step(base, moco, images)
-    bf16 = tiny_config(data, tmp_path / "x", "data.batch_size=32", "model.bn_splits=1", "compute.precision=bf16")
+    bf16 = tiny_config(data, tmp_path / "x", *pil, "compute.precision=bf16")
     loss16, grad16 = _one_step(bf16, moco, images)
     assert abs(loss16 - loss32) / loss32 < 0.02
     assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.85
     assert not torch.equal(grad16, grad32)  # autocast did run in bf16
-    channels_last = tiny_config(data, tmp_path / "x", "data.batch_size=32", "model.bn_splits=1",
-                                "compute.channels_last=true")
+    channels_last = tiny_config(data, tmp_path / "x", *pil, "compute.channels_last=true")
     loss_cl, grad_cl = _one_step(channels_last, moco, images)
     assert loss_cl == pytest.approx(loss32, rel=1e-5)
     assert torch.nn.functional.cosine_similarity(grad_cl, grad32, dim=0) > 0.9999  # other conv kernels, same sums
@@ -79,10 +80,13 @@ def test_fp16_run_keeps_its_scaler_and_says_it_left_the_recipe(data, tmp_path):
     assert all(torch.equal(v, resumed["state_dict"][k]) for k, v in ckpt["state_dict"].items())
 
 
-def test_tensor_pipeline_trains_and_is_recorded_as_a_deviation(data, tmp_path):
-    """data.pipeline tensor: the loader yields file bytes, the step decodes and augments them on the device."""
-    last = pretrain(tiny_config(data, tmp_path / "tensor", "data.pipeline=tensor", "optim.epochs=1",
-                                "monitor.knn_every=0"))
+def test_tensor_pipeline_trains_and_another_pipeline_is_a_deviation(data, tmp_path):
+    """data.pipeline tensor (the demo recipe's): the loader yields file bytes, the step decodes and augments them on
+    the device. The PIL path is then a change of that recipe, recorded as such."""
+    last = pretrain(tiny_config(data, tmp_path / "tensor", "optim.epochs=1", "monitor.knn_every=0"))
     ckpt = load(last)
-    assert ckpt["config"]["recipe"]["deviations"]["data.pipeline"] == {"protocol": "pil", "run": "tensor"}
     assert ckpt["epoch"] == 1 and int(ckpt["state_dict"]["module.queue_ptr"]) == (4 * 8) % 32  # 4 steps of 8
+    config = ckpt["config"]
+    assert config["data"]["pipeline"] == "tensor" and "data.pipeline" not in config["recipe"]["deviations"]
+    pil = recipe_record(tiny_config(data, tmp_path / "pil", "data.pipeline=pil"))
+    assert pil["deviations"]["data.pipeline"] == {"protocol": "tensor", "run": "pil"}
