@@ -25,6 +25,7 @@ class SVM:
     tol: float = field(min=0)
     cyanure_tol: float = field(min=0)
     cyanure_solver: str = MISSING
+    cyanure_seed_tol: float = field(min=0)
     max_iter: int = field(min=1)
     cv_folds: int = field(min=2)
     normalize_eps: float = field(min=0)

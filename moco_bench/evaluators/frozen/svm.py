@@ -54,6 +54,7 @@ class SVMParams:
     difficult_in_train: str
     cyanure_tol: float
     cyanure_solver: str
+    cyanure_seed_tol: float
     intercept_scaling: float
 
     @classmethod
@@ -65,7 +66,8 @@ class SVMParams:
                 max_iter=int(svm["max_iter"]), cv_folds=int(svm["cv_folds"]),
                 normalize_eps=float(svm["normalize_eps"]), dtype=str(svm["dtype"]),
                 difficult_in_train=str(svm["difficult_in_train"]), cyanure_tol=float(svm["cyanure_tol"]),
-                cyanure_solver=str(svm["cyanure_solver"]), intercept_scaling=float(svm["intercept_scaling"]))
+                cyanure_solver=str(svm["cyanure_solver"]), cyanure_seed_tol=float(svm["cyanure_seed_tol"]),
+                intercept_scaling=float(svm["intercept_scaling"]))
         if p.backend == "cyanure" and p.positive_weight != int(p.positive_weight):
             raise ConfigError("svm.class_weight.positive must be a whole number with cyanure (rows are duplicated)")
         return p
@@ -78,7 +80,7 @@ def l2_normalize(x: np.ndarray, eps: float, dtype: str = "float64") -> np.ndarra
 
 
 def fit_path(X: np.ndarray, y: np.ndarray, costs: Sequence[float], p: SVMParams,
-             stats: Dict[str, int] | None = None) -> List[Tuple[np.ndarray, float]]:
+             stats: Dict[str, int] | None = None, seeds_only: bool = False) -> List[Tuple[np.ndarray, float]]:
     """``(w, b)`` of LinearSVC(C, class_weight {1: w, -1: 1}) on labels ``y`` in {1, -1}, for each cost.
 
     As in liblinear, the intercept is the weight of a constant feature (``intercept_scaling``), penalized with
@@ -86,10 +88,11 @@ def fit_path(X: np.ndarray, y: np.ndarray, costs: Sequence[float], p: SVMParams,
     cyanure solves the costs in increasing order, each warm-started from the previous solution, with a
     MISO-type solver: at large costs (tiny lambda) on real, correlated features, cyanure's ``auto`` choice
     (a quasi-Newton ISTA) and cold starts can stop at ``max_iter`` far from the optimum, where warm-started
-    qning-miso converges in tens of passes. ``stats["max_iter"]`` counts solves that hit ``max_iter``,
-    ``stats["solves"]`` all solves and ``stats["unstable"]`` cyanure's "prone to numerical instability" warnings
-    (written by its C++ code to stderr when the duality gap stops moving or reaches 0 at float round-off; the solve
-    stops there), which are counted here instead of printed.
+    qning-miso converges in tens of passes. With ``seeds_only`` every cost but the largest only seeds the next
+    solve, at the looser ``cyanure_seed_tol``; the largest is solved at ``cyanure_tol``. ``stats["max_iter"]``
+    counts solves that hit ``max_iter``, ``stats["solves"]`` all solves and ``stats["unstable"]`` cyanure's "prone
+    to numerical instability" warnings (written by its C++ code to stderr when the duality gap stops moving or
+    reaches 0 at float round-off; the solve stops there), which are counted here instead of printed.
     """
     stats = stats if stats is not None else {}
     if p.backend == "sklearn":
@@ -117,9 +120,11 @@ def fit_path(X: np.ndarray, y: np.ndarray, costs: Sequence[float], p: SVMParams,
     clf = Classifier(loss="sqhinge", penalty="l2", fit_intercept=False, tol=p.cyanure_tol, max_iter=p.max_iter,
                      solver=p.cyanure_solver, verbose=False, n_threads=1, safe=False, warm_start=True)
     out: List = [None] * len(costs)
+    order = np.argsort(costs, kind="stable")
     with native_output.captured() as lines:
-        for i in np.argsort(costs, kind="stable"):
-            clf.set_params(lambda_1=1.0 / (2.0 * costs[i] * len(yd)))
+        for i in order:
+            seed = seeds_only and i != order[-1]
+            clf.set_params(lambda_1=1.0 / (2.0 * costs[i] * len(yd)), tol=p.cyanure_seed_tol if seed else p.cyanure_tol)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 clf.fit(Xd, yd)
@@ -153,7 +158,7 @@ def fit_binary(X: np.ndarray, y: np.ndarray, cost: float, p: SVMParams, costs: S
                stats: Dict[str, int] | None = None) -> Tuple:
     """``(w, b)`` at ``cost``; with cyanure the solve walks up the smaller ``costs`` first (warm starts)."""
     path = sorted({float(c) for c in costs if c < cost}) + [cost] if p.backend == "cyanure" else [cost]
-    return fit_path(X, y, path, p, stats)[-1]
+    return fit_path(X, y, path, p, stats, seeds_only=True)[-1]
 
 
 def cross_validated_ap(X: np.ndarray, y: np.ndarray, costs: Sequence[float], p: SVMParams,
