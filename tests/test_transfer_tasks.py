@@ -155,11 +155,14 @@ def test_lvis_through_the_cli(moco_r18, tiny, tmp_path, capsys):
     assert {"APs", "APm"} <= set(record["details"]["other_metrics"]["segm"])
 
 
+def _cityscapes_sources(root):
+    return {f"minicityscapes_{s}": {"image_dir": str(root / "leftImg8bit" / s), "gt_dir": str(root / "gtFine" / s)}
+            for s in ("train", "val")}
+
+
 @needs_d2
 def test_cityscapes_instance_through_the_cli(moco_r18, tiny, tmp_path, capsys):
-    root = tiny["cityscapes"]
-    sources = {f"minicityscapes_{s}": {"image_dir": str(root / "leftImg8bit" / s), "gt_dir": str(root / "gtFine" / s)}
-               for s in ("train", "val")}
+    sources = _cityscapes_sources(tiny["cityscapes"])
     config = EVALUATE / "demo" / "cityscapes_mask_fpn.yaml"
     record = _eval(moco_r18, config, tmp_path, _overrides(config, SHORT_RCNN, sources), capsys)
     assert set(record["metrics"]) == {"APmk", "APmk50"}
@@ -203,9 +206,7 @@ def test_voc_semseg_protocol_through_the_cli(moco_r50, tiny, tmp_path, capsys):
 
 @needs_d2
 def test_cityscapes_semseg_through_the_cli(moco_r18, tiny, tmp_path, capsys):
-    root = tiny["cityscapes"]
-    sources = {f"minicityscapes_{s}": {"image_dir": str(root / "leftImg8bit" / s), "gt_dir": str(root / "gtFine" / s)}
-               for s in ("train", "val")}
+    sources = _cityscapes_sources(tiny["cityscapes"])
     config = EVALUATE / "demo" / "cityscapes_semseg_fcn16.yaml"
     record = _eval(moco_r18, config, tmp_path, _overrides(config, SHORT, sources), capsys)
     assert set(record["metrics"]) == {"mIoU"} and len(record["details"]["per_class_IoU"]) == 19
