@@ -2,8 +2,8 @@
 
 1. Throughput (images/s) of the frozen-feature pass (``features.extract``: DataLoader, taps, cache writes) for
    ResNet-50 at 224 px with the SVM protocol's feature5 pooling, and the demo backbone at 64 px, on the embedded
-   mini-VOC's images. Settings: eager fp32 NCHW, eager channels_last (the best setting before
-   ``features.runtime``), ``mkldnn`` (BatchNorm folded, weights prepacked once: the CPU default), bf16, and
+   mini-VOC's images. Settings: eager fp32 NCHW, ``channels_last`` (the CPU default of ``features.runtime:
+   auto``, chosen by this benchmark), ``mkldnn`` (BatchNorm folded, weights prepacked once), bf16, and
    channels_last + bf16; each reports its best of ``--repeats`` alternating runs (a busy machine only adds
    time), its ratio to eager channels_last measured in the same run, and for ResNet-50 its GFLOP/s as a fraction
    of the matmul ceiling (``torch.mm`` 2048 x 2048 fp32 on the same threads, measured first). Target: mkldnn at

@@ -122,12 +122,14 @@ def best_of(repeats, runs):
 def speed(n_train, n_val, repeats) -> bool:
     train, train_labels = clustered(n_train, 2048, 1000, 0)
     val, val_labels = clustered(n_val, 2048, 1000, 1)
-    runs = {"ours (torch search, all k)": lambda: knn_multi_k(train, train_labels, val, val_labels, KS, T, 1000),
+    chunks = {"query_chunk": int(KNN.query_chunk), "train_chunk": int(KNN.train_chunk)}  # the protocol's
+    runs = {"ours (torch search, all k)": lambda: knn_multi_k(train, train_labels, val, val_labels, KS, T, 1000,
+                                                              **chunks),
             "anchors, per k": lambda: [anchors_knn(train, train_labels, val, val_labels, k, 1000) for k in KS],
             "torch all-k": lambda: torch_all_k(train, train_labels, val, val_labels, KS, 1000)}
     if importlib.util.find_spec("faiss"):
         runs["faiss CPU search, all k"] = lambda: knn_multi_k(train, train_labels, val, val_labels, KS, T, 1000,
-                                                              backend="faiss")
+                                                              backend="faiss", **chunks)
     best = best_of(repeats, runs)
     ours = best["ours (torch search, all k)"]
     print(f"{n_train} train x {n_val} val, 2048-d, k={KS} (load average {os.getloadavg()[0]:.1f}):")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torchvision
 from checkpoint_builders import DEMO_ARCH
 from omegaconf import OmegaConf
@@ -138,9 +139,10 @@ def test_bf16_channels_last_is_its_own_entry_and_close_to_fp32(minivoc_root, tmp
 
 
 def test_prepared_runtime_equals_eager_to_rounding(minivoc_root, tmp_path):
-    """The mkldnn runtime (BatchNorm folded, prepacked weights; the CPU fp32 default) against the eager network,
-    on a backbone whose BatchNorm statistics are far from the identity, every pooled layer of the SVM protocol."""
-    from moco_bench.models.inference import choose_runtime
+    """The channels_last (the CPU default) and mkldnn (BatchNorm folded, prepacked weights) runtimes against the
+    eager NCHW network, on a backbone whose BatchNorm statistics are far from the identity, every pooled layer of
+    the SVM protocol."""
+    from moco_bench.models.inference import choose_runtime, prepare
 
     backbone = load_backbone(f"random:{DEMO_ARCH}")
     g = np.random.default_rng(0)
@@ -150,12 +152,20 @@ def test_prepared_runtime_equals_eager_to_rounding(minivoc_root, tmp_path):
             t.copy_(t.new_tensor(values))
     layers = "features.layers=[feature1,feature3,feature5]"
     runs = {r: load_split(backbone, _cfg(minivoc_root, layers, f"features.runtime={r}"), tmp_path / r, "test",
-                          workers=0) for r in ("eager", "mkldnn", "auto")}
-    assert (runs["eager"].runtime, runs["mkldnn"].runtime, runs["auto"].runtime) == ("eager", "mkldnn", "mkldnn")
+                          workers=0) for r in ("eager", "channels_last", "mkldnn", "auto")}
+    assert {r: run.runtime for r, run in runs.items()} == {"eager": "eager", "channels_last": "channels_last",
+                                                          "mkldnn": "mkldnn", "auto": "channels_last"}
     for layer in ("feature1", "feature3", "feature5"):
-        a, b = np.asarray(runs["eager"].features[layer]), np.asarray(runs["mkldnn"].features[layer])
-        assert not np.array_equal(a, b)  # another computation ...
-        np.testing.assert_allclose(b, a, rtol=0, atol=2e-5 * np.abs(a).max())  # ... the same numbers to rounding
-    assert choose_runtime("auto", "cpu", "bf16") == "eager" and choose_runtime("auto", "cuda", "fp32") == "eager"
+        a = np.asarray(runs["eager"].features[layer])
+        for other in ("channels_last", "mkldnn"):
+            b = np.asarray(runs[other].features[layer])
+            assert other == "channels_last" or not np.array_equal(a, b)  # mkldnn: another computation ...
+            np.testing.assert_allclose(b, a, rtol=0, atol=2e-5 * np.abs(a).max())  # ... the same numbers to rounding
+    model, runtime = prepare(backbone.build_model(), "cpu", "auto")
+    assert runtime == "channels_last" and model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert choose_runtime("auto", "cpu", "bf16") == "channels_last"
+    assert choose_runtime("auto", "cuda", "fp32") == "eager"
+    assert choose_runtime("auto", "cuda", "fp32", channels_last=True) == "channels_last"
+    assert choose_runtime("eager", "cpu", "fp32", channels_last=True) == "channels_last"
     with pytest.raises(ConfigError, match="mkldnn runs fp32 on a CPU"):
         choose_runtime("mkldnn", "cpu", "bf16")

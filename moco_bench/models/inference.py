@@ -1,13 +1,17 @@
 """A frozen network prepared once for inference, so that each forward computes and does nothing else.
 
-In eager mode on the CPU, oneDNN re-lays-out every convolution's weights on every call (for a ResNet-50 forward
-more than half of the time), and eval-mode BatchNorm runs as separate passes over the activations. The
-``mkldnn`` runtime traces the network once with torch.fx (``optimize_for_inference``): BatchNorm folded into
-the convolutions, the weights prepacked in oneDNN's blocked layout and the activations kept in it between
-layers. The arithmetic is fp32 throughout, equal to the eager network up to rounding (the folded BatchNorm).
+Three ways to run it, all the same arithmetic up to float rounding:
 
-``auto`` picks by device, from ``benchmarks/bench_features.py``'s measurements: ``mkldnn`` for fp32 on a CPU
-with oneDNN, else ``eager`` (on GPUs cuDNN prepares its own kernels, and autocast needs the eager modules).
+- ``eager``: the modules as they are, NCHW (``features.channels_last: true`` makes it ``channels_last``).
+- ``channels_last``: the eager modules with NHWC weights and activations. On the CPU oneDNN then re-lays-out
+  far fewer tensors per call than in NCHW.
+- ``mkldnn``: the network traced once with torch.fx (``optimize_for_inference``): BatchNorm folded into the
+  convolutions, weights prepacked in oneDNN's blocked layout. fp32 on a CPU only.
+
+``auto`` is the measured winner per device (``benchmarks/bench_features.py``, ResNet-50 at 224 px on two
+AVX-512 cores: NCHW 12.2 images/s, channels_last 14.5, mkldnn 14.0): ``channels_last`` on a CPU; on a GPU the
+configured layout (cuDNN prepares its own kernels). bf16 is faster still on such a CPU (24.5 with
+channels_last) but changes the features (demo kNN -0.5), so it stays a precision the config must ask for.
 """
 
 from __future__ import annotations
@@ -20,20 +24,20 @@ from torch import nn
 
 from moco_bench.core.errors import ConfigError
 
-RUNTIMES = ("auto", "eager", "mkldnn")
+RUNTIMES = ("auto", "eager", "channels_last", "mkldnn")
 
 
-def choose_runtime(runtime: str, device: str, precision: str) -> str:
-    """The runtime ``auto`` stands for on ``device`` at ``precision``; an impossible explicit choice is an error."""
+def choose_runtime(runtime: str, device: str, precision: str, channels_last: bool = False) -> str:
+    """What ``runtime`` (with ``features.channels_last``) resolves to on ``device`` at ``precision``: ``eager``,
+    ``channels_last`` or ``mkldnn``. An impossible explicit choice is an error."""
     if runtime not in RUNTIMES:
         raise ConfigError(f"features.runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     cpu = torch.device(device).type == "cpu"
-    usable = cpu and precision == "fp32" and torch.backends.mkldnn.is_available()
-    if runtime == "auto":
-        return "mkldnn" if usable else "eager"
-    if runtime == "mkldnn" and not usable:
+    if runtime == "mkldnn" and not (cpu and precision == "fp32" and torch.backends.mkldnn.is_available()):
         raise ConfigError(f"features.runtime mkldnn runs fp32 on a CPU with oneDNN (asked: {precision} on {device})")
-    return runtime
+    if runtime == "auto":
+        runtime = "channels_last" if cpu else "eager"
+    return "channels_last" if runtime == "eager" and channels_last else runtime
 
 
 def _sound(module: nn.Module) -> bool:
@@ -47,9 +51,10 @@ def _sound(module: nn.Module) -> bool:
 
 def prepare(module: nn.Module, device: str, runtime: str, precision: str = "fp32",
             channels_last: bool = False) -> Tuple[nn.Module, str]:
-    """``(the module to call, how it was prepared)``: eval mode on ``device``, then the runtime's preparation."""
+    """``(the module to call, the runtime it runs)``: eval mode on ``device``, then the runtime's preparation.
+    Callers make the inputs of a ``channels_last`` module channels-last too."""
     module = module.eval().to(device)
-    chosen = choose_runtime(runtime, device, precision)
+    chosen = choose_runtime(runtime, device, precision, channels_last)
     if chosen == "mkldnn" and not _sound(module):
         chosen = "eager"  # folding a NaN or a negative variance into the weights would hide it; eager reports it
     if chosen == "mkldnn":
@@ -57,7 +62,7 @@ def prepare(module: nn.Module, device: str, runtime: str, precision: str = "fp32
 
         with torch.no_grad(), warnings.catch_warnings():  # torch.utils.mkldnn's modules use torch.jit.script_method
             warnings.filterwarnings("ignore", "`torch.jit.script_method` is deprecated", FutureWarning)
-            return optimize_for_inference(module), "mkldnn: BatchNorm folded, oneDNN-prepacked weights (torch.fx)"
-    if channels_last:
+            return optimize_for_inference(module), "mkldnn"
+    if chosen == "channels_last":
         module = module.to(memory_format=torch.channels_last)
-    return module, "eager" + (", channels_last" if channels_last else "")
+    return module, chosen

@@ -101,9 +101,8 @@ def extract(taps: FeatureTaps, dataset, outputs: Mapping[str, Path], *, images: 
     if precision not in PRECISIONS:
         raise ConfigError(f"features.precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     device_type = torch.device(device).type
-    runtime = choose_runtime(runtime, device, precision)
-    taps, _ = prepare(taps, device, runtime, precision, channels_last)
-    channels_last = channels_last and runtime == "eager"  # the mkldnn graph takes plain tensors
+    taps, runtime = prepare(taps, device, runtime, precision, channels_last)
+    channels_last = runtime == "channels_last"  # the mkldnn graph takes plain tensors
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device_type == "cuda")
     writers: Dict[str, RowWriter] = {}
@@ -164,7 +163,7 @@ def load_split(backbone, cfg: DictConfig, cache_dir: Path, split: str, *, device
         "transform": {"test": tspec["test"], "mean": tspec["mean"], "std": tspec["std"]},
         "precision": fcfg.precision,
         "channels_last": bool(fcfg.channels_last),
-        "runtime": choose_runtime(str(fcfg.runtime), device, str(fcfg.precision)),
+        "runtime": choose_runtime(str(fcfg.runtime), device, str(fcfg.precision), bool(fcfg.channels_last)),
     }
     entry = CacheEntry(cache_dir, key)
     found, status = entry.read(layers, pooling, len(images))  # complete entries need no lock (read-only caches)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
 from moco_bench.evaluators.frozen.features import check_finite, load_split
-from moco_bench.evaluators.frozen.search import choose_backend, describe, search
+from moco_bench.evaluators.frozen.search import QUERY_CHUNK, TRAIN_CHUNK, choose_backend, describe, search
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -50,7 +50,7 @@ def vote(sims: np.ndarray, neighbour_labels: np.ndarray, val_labels: np.ndarray,
 
 
 def knn_multi_k(train_feats, train_labels, val_feats, val_labels, ks: Sequence[int], T: float,
-                num_classes: int | None = None, *, query_chunk: int = 16384, train_chunk: int = 65536,
+                num_classes: int | None = None, *, query_chunk: int = QUERY_CHUNK, train_chunk: int = TRAIN_CHUNK,
                 device: str = "cpu", backend: str = "auto") -> Dict[int, Tuple[float, float]]:
     """``{k: (top1 %, top5 %)}`` for every ``k`` from one search of ``max(ks)`` neighbours.
 

@@ -59,10 +59,7 @@ def frozen_backbone(backbone, cfg: DictConfig, device: torch.device):
     model = backbone.build_model()
     model.requires_grad_(False).eval()
     reference = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-    model.to(device)
-    if cfg.features.channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model, reference
+    return model.to(device), reference
 
 
 def fingerprint(backbone, cfg: DictConfig, world_size: int) -> str:
@@ -93,11 +90,10 @@ def linear_run(backbone, cfg: DictConfig, ctx: EvalContext, env: DistEnv, train_
     model, reference = frozen_backbone(backbone, cfg, env.device)
     taps = FeatureTaps(model, list(cfg.features.layers), resolved(cfg)["features"]["pooling"])
     tc, f = TrainConfig.from_config(cfg), cfg.features
-    runtime = choose_runtime(str(f.runtime), str(env.device), str(f.precision))
+    runtime = choose_runtime(str(f.runtime), str(env.device), str(f.precision), bool(f.channels_last))
     if extract is None:
-        extract, _ = prepare(taps, str(env.device), runtime, str(f.precision), bool(f.channels_last))
-    if runtime == "mkldnn":  # the prepared graph takes plain tensors
-        tc = dataclasses.replace(tc, channels_last=False)
+        extract, runtime = prepare(taps, str(env.device), runtime, str(f.precision))
+    tc = dataclasses.replace(tc, channels_last=runtime == "channels_last")  # the mkldnn graph takes plain tensors
     return LinearRun(extract=extract, heads=build_heads(cfg, model, taps), backbone=model,
                      reference=reference, train_set=train_set, val_set=val_set, tc=tc,
                      num_classes=int(cfg.data.classes), out_dir=ctx.out_dir, env=env,
@@ -119,7 +115,8 @@ def _output(cfg: DictConfig, run: LinearRun, result: dict, extra_variant: str = 
                "frozen_check": result["frozen_check"], "resumed_from": result["resumed_from"], "lr": run.tc.lr,
                "world_size": run.env.world_size, "batch_per_rank": run.tc.batch_size // run.env.world_size,
                "precision": run.tc.precision, "channels_last": run.tc.channels_last,
-               "runtime": choose_runtime(str(cfg.features.runtime), str(run.env.device), run.tc.precision),
+               "runtime": choose_runtime(str(cfg.features.runtime), str(run.env.device), run.tc.precision,
+                                         bool(cfg.features.channels_last)),
                "head_norm": ("SyncBN" if run.env.world_size > 1 and run.env.device.type == "cuda"
                              else "BN (per process)") if cfg.head.norm else "none"}
     variant = "; ".join(v for v in (str(cfg.variant or ""), extra_variant) if v)
