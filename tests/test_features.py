@@ -139,9 +139,9 @@ def test_bf16_channels_last_is_its_own_entry_and_close_to_fp32(minivoc_root, tmp
 
 
 def test_prepared_runtime_equals_eager_to_rounding(minivoc_root, tmp_path):
-    """The channels_last (the CPU default) and mkldnn (BatchNorm folded, prepacked weights) runtimes against the
-    eager NCHW network, on a backbone whose BatchNorm statistics are far from the identity, every pooled layer of
-    the SVM protocol."""
+    """The channels_last (the CPU default), mkldnn and inductor (BatchNorm folded, prepacked weights) runtimes
+    against the eager NCHW network, on a backbone whose BatchNorm statistics are far from the identity, every
+    pooled layer of the SVM protocol."""
     from moco_bench.models.inference import choose_runtime, prepare
 
     backbone = load_backbone(f"random:{DEMO_ARCH}")
@@ -152,14 +152,15 @@ def test_prepared_runtime_equals_eager_to_rounding(minivoc_root, tmp_path):
             t.copy_(t.new_tensor(values))
     layers = "features.layers=[feature1,feature3,feature5]"
     runs = {r: load_split(backbone, _cfg(minivoc_root, layers, f"features.runtime={r}"), tmp_path / r, "test",
-                          workers=0) for r in ("eager", "channels_last", "mkldnn", "auto")}
+                          workers=0) for r in ("eager", "channels_last", "mkldnn", "inductor", "auto")}
     assert {r: run.runtime for r, run in runs.items()} == {"eager": "eager", "channels_last": "channels_last",
-                                                          "mkldnn": "mkldnn", "auto": "channels_last"}
+                                                          "mkldnn": "mkldnn", "inductor": "inductor",
+                                                          "auto": "channels_last"}
     for layer in ("feature1", "feature3", "feature5"):
         a = np.asarray(runs["eager"].features[layer])
-        for other in ("channels_last", "mkldnn"):
+        for other in ("channels_last", "mkldnn", "inductor"):
             b = np.asarray(runs[other].features[layer])
-            assert other == "channels_last" or not np.array_equal(a, b)  # mkldnn: another computation ...
+            assert other == "channels_last" or not np.array_equal(a, b), other  # folded BatchNorm: other sums ...
             np.testing.assert_allclose(b, a, rtol=0, atol=2e-5 * np.abs(a).max())  # ... the same numbers to rounding
     model, runtime = prepare(backbone.build_model(), "cpu", "auto")
     assert runtime == "channels_last" and model.conv1.weight.is_contiguous(memory_format=torch.channels_last)

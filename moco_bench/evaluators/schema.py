@@ -147,4 +147,5 @@ class Features:
     pooling: Dict[str, Any] = MISSING  # layer -> {kernel, stride, padding} or {output_size}
     precision: str = field(choices=PRECISIONS)
     channels_last: bool = MISSING
-    runtime: str = field(choices=("auto", "eager", "channels_last", "mkldnn"))  # moco_bench.models.inference
+    # moco_bench.models.inference.RUNTIMES
+    runtime: str = field(choices=("auto", "eager", "channels_last", "mkldnn", "inductor"))

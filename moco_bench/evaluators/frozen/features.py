@@ -25,7 +25,7 @@ from moco_bench.core.progress import bar
 from moco_bench.data.readers import open_split
 from moco_bench.data.transforms import eval_size, eval_transform
 from moco_bench.evaluators.frozen.cache import CacheEntry, RowWriter, check_free_space, digest
-from moco_bench.models.inference import choose_runtime, prepare
+from moco_bench.models.inference import NHWC, choose_runtime, prepare
 from moco_bench.models.taps import FeatureTaps
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def extract(taps: FeatureTaps, dataset, outputs: Mapping[str, Path], *, images: 
         raise ConfigError(f"features.precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     device_type = torch.device(device).type
     taps, runtime = prepare(taps, device, runtime, precision, channels_last)
-    channels_last = runtime == "channels_last"  # the mkldnn graph takes plain tensors
+    channels_last = runtime in NHWC  # the mkldnn graph takes plain tensors
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device_type == "cuda")
     writers: Dict[str, RowWriter] = {}

@@ -28,7 +28,7 @@ from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
 from moco_bench.evaluators.frozen.features import load_split
 from moco_bench.evaluators.linear.heads import Heads, linear_layer, norm_linear_heads, stage_channels
 from moco_bench.evaluators.linear.train import LinearRun, TrainConfig, train_heads
-from moco_bench.models.inference import choose_runtime, prepare
+from moco_bench.models.inference import NHWC, choose_runtime, prepare
 from moco_bench.models.taps import FeatureTaps
 
 FAST_VARIANT = "fast: heads on cached features, no augmentation"
@@ -93,7 +93,7 @@ def linear_run(backbone, cfg: DictConfig, ctx: EvalContext, env: DistEnv, train_
     runtime = choose_runtime(str(f.runtime), str(env.device), str(f.precision), bool(f.channels_last))
     if extract is None:
         extract, runtime = prepare(taps, str(env.device), runtime, str(f.precision))
-    tc = dataclasses.replace(tc, channels_last=runtime == "channels_last")  # the mkldnn graph takes plain tensors
+    tc = dataclasses.replace(tc, channels_last=runtime in NHWC)  # the mkldnn graph takes plain tensors
     return LinearRun(extract=extract, heads=build_heads(cfg, model, taps), backbone=model,
                      reference=reference, train_set=train_set, val_set=val_set, tc=tc,
                      num_classes=int(cfg.data.classes), out_dir=ctx.out_dir, env=env,
