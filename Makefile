@@ -11,7 +11,8 @@ CONFIG ?= pretrain/mocov2_demo_fmnist.yaml
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt scripts/setup.sh scripts/install_detectron2.py scripts/install_patched_wheels.py
+$(STAMP): pyproject.toml constraints.txt scripts/setup.sh scripts/install_common.py scripts/install_detectron2.py \
+          scripts/install_patched_wheels.py
 	bash scripts/setup.sh
 	touch $@
 

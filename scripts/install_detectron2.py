@@ -26,8 +26,9 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from install_common import InstallError, Patch, apply_patches, log, pip, run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_URL = "https://github.com/facebookresearch/detectron2.git"
@@ -58,19 +59,6 @@ PURE_DEPS = (
     "pyyaml",
 )
 GIT_TIMEOUT_S = 20
-
-
-@dataclass(frozen=True)
-class Patch:
-    """One exact, counted regex substitution in the unpacked sdist."""
-
-    name: str
-    files: str  # glob relative to the source root
-    pattern: str
-    replacement: str
-    count: int  # occurrences expected in the pinned sdist; anything else aborts the install
-    why: str
-    official: bool = False  # also applied, where it matches, to the official source (runtime fixes only)
 
 
 PATCHES = (
@@ -169,28 +157,6 @@ def __getattr__(name):
 '''
 
 
-class InstallError(RuntimeError):
-    """A step failed; the message says which and what to do."""
-
-
-def log(msg: str) -> None:
-    print(f"[install_detectron2] {msg}", flush=True)
-
-
-def run(cmd: list[str], *, env: dict | None = None, timeout: float | None = None) -> None:
-    log("$ " + " ".join(cmd))
-    try:
-        subprocess.run(cmd, check=True, env=env, timeout=timeout)
-    except subprocess.CalledProcessError as e:
-        raise InstallError(f"`{' '.join(cmd)}` exited with status {e.returncode} (its output is above)") from e
-    except subprocess.TimeoutExpired as e:
-        raise InstallError(f"`{' '.join(cmd)}` took longer than {timeout} s") from e
-
-
-def pip(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pip", *args]
-
-
 def probe(required: bool = False) -> dict | None:
     """What a fresh interpreter sees: detectron2's version, the install marker, whether _C is real.
 
@@ -269,7 +235,7 @@ def fetch_official(url: str, ref: str, build: Path) -> Path:
     commit = subprocess.run(
         ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    patches = apply_patches(src, official=True)
+    patches = apply_patches([p for p in PATCHES if p.official], src, "the official source", exact=False)
     write_marker(src, {"source": "official", "url": url, "ref": ref, "commit": commit, "patches": patches})
     return src
 
@@ -312,37 +278,13 @@ def download_sdist(cache: Path) -> Path:
     return sdist
 
 
-def apply_patches(src: Path, official: bool = False) -> list[str]:
-    """PATCHES on the pinned sdist (exact counts), or their runtime subset on the official source."""
-    applied = []
-    for patch in PATCHES:
-        if official and not patch.official:
-            continue
-        total = 0
-        for path in sorted(src.glob(patch.files)):
-            text = path.read_text()
-            new, n = re.subn(patch.pattern, patch.replacement, text, flags=re.MULTILINE)
-            if n:
-                path.write_text(new)
-                total += n
-        if not official and total != patch.count:
-            raise InstallError(
-                f"patch {patch.name}: expected {patch.count} match(es) in {patch.files} under "
-                f"{src}, found {total}; the sdist is not the one this step was written for"
-            )
-        if total:
-            log(f"patched {patch.name} ({total}x {patch.files}): {patch.why}")
-            applied.append(patch.name)
-    return applied
-
-
 def fetch_pypi(cache: Path, build: Path) -> Path:
     sdist = download_sdist(cache)
     with tarfile.open(sdist) as tar:
         # The "data" filter refuses links and paths outside `build` (Python 3.11.4+ has it).
         tar.extractall(build, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     src = build / f"{SDIST_NAME}-{SDIST_VERSION}"
-    patches = apply_patches(src)
+    patches = apply_patches(PATCHES, src, "the sdist")
     if (src / "detectron2" / "layers" / "csrc" / "vision.cpp").exists():
         raise InstallError(f"{src} has C++ sources: this is not the sdist the compatibility step expects")
     (src / "detectron2" / "_C.py").write_text(PLACEHOLDER_C)

@@ -24,7 +24,6 @@ import csv
 import hashlib
 import io
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -33,20 +32,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from install_common import InstallError, Patch, apply_patches, log, pip, run
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PATCH_LEVEL = 2  # bump when PATCHES change: a later run then reinstalls
-
-
-@dataclass(frozen=True)
-class Patch:
-    """One exact, counted regex substitution in the unpacked wheel."""
-
-    name: str
-    files: str  # glob relative to the unpacked wheel
-    pattern: str
-    replacement: str
-    count: int  # occurrences in the pinned wheel; anything else aborts the install
-    why: str
 
 
 @dataclass(frozen=True)
@@ -85,26 +74,6 @@ PACKAGES = (
 )
 
 
-class InstallError(RuntimeError):
-    """A step failed; the message says which."""
-
-
-def log(msg: str) -> None:
-    print(f"[install_patched_wheels] {msg}", flush=True)
-
-
-def run(cmd: list[str]) -> None:
-    log("$ " + " ".join(cmd))
-    try:
-        subprocess.run(cmd, check=True)
-    except subprocess.CalledProcessError as e:
-        raise InstallError(f"`{' '.join(cmd)}` exited with status {e.returncode} (its output is above)") from e
-
-
-def pip(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pip", *args]
-
-
 def installed_info(pkg: Package) -> dict | None:
     """The marker of a copy this script installed, as a fresh interpreter sees it; None otherwise."""
     code = f"import json, {pkg.name}._install_info as i; print(json.dumps(i.INFO))"
@@ -124,21 +93,6 @@ def download(pkg: Package, cache: Path) -> Path:
     if not wheel.is_file():
         raise InstallError(f"pip download did not produce {wheel}")
     return wheel
-
-
-def apply_patches(pkg: Package, src: Path) -> list[str]:
-    for patch in pkg.patches:
-        total = 0
-        for path in sorted(src.glob(patch.files)):
-            new, n = re.subn(patch.pattern, patch.replacement, path.read_text(), flags=re.MULTILINE)
-            if n:
-                path.write_text(new)
-                total += n
-        if total != patch.count:
-            raise InstallError(f"patch {patch.name}: expected {patch.count} match(es) in {patch.files} under {src}, "
-                               f"found {total}; the wheel is not the one this step was written for")
-        log(f"patched {patch.name} ({total}x {patch.files}): {patch.why}")
-    return [p.name for p in pkg.patches]
 
 
 def _record_line(rel: str, data: bytes) -> list[str]:
@@ -168,7 +122,7 @@ def build(pkg: Package, cache: Path) -> Path:
     shutil.rmtree(src, ignore_errors=True)
     with zipfile.ZipFile(download(pkg, cache)) as zf:
         zf.extractall(src)
-    patches = apply_patches(pkg, src)
+    patches = apply_patches(pkg.patches, src, "the wheel")
     info = {"source": "pypi", "wheel": pkg.wheel, "sha256": pkg.sha256, "patch_level": PATCH_LEVEL,
             "patches": patches}
     (src / pkg.name / "_install_info.py").write_text(
