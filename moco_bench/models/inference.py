@@ -35,7 +35,7 @@ NHWC = ("channels_last", "inductor")  # runtimes whose inputs should be channels
 
 def choose_runtime(runtime: str, device: str, precision: str, channels_last: bool = False) -> str:
     """What ``runtime`` (with ``features.channels_last``) resolves to on ``device`` at ``precision``: ``eager``,
-    ``channels_last`` or ``mkldnn``. An impossible explicit choice is an error."""
+    ``channels_last``, ``mkldnn`` or ``inductor``. An impossible explicit choice is an error."""
     if runtime not in RUNTIMES:
         raise ConfigError(f"features.runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     cpu = torch.device(device).type == "cpu"
@@ -61,7 +61,7 @@ def prepare(module: nn.Module, device: str, runtime: str, precision: str = "fp32
     Callers make the inputs of a runtime in :data:`NHWC` channels-last too."""
     module = module.eval().to(device)
     chosen = choose_runtime(runtime, device, precision, channels_last)
-    if chosen == "mkldnn" and not _sound(module):
+    if chosen in ("mkldnn", "inductor") and not _sound(module):
         chosen = "eager"  # folding a NaN or a negative variance into the weights would hide it; eager reports it
     if chosen == "mkldnn":
         from torch.fx.experimental.optimization import optimize_for_inference
