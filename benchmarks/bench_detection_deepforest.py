@@ -172,7 +172,7 @@ def _solver(config: str):
     from moco_bench.evaluators.detection.detection import merge_d2_file
 
     cfg = load_evaluation(REPO / "evaluate" / config)
-    task = "segmentation" if "fcn" in config else "detection"
+    task = "segmentation" if cfg.evaluator == "detectron2_semseg" else "detection"
     d2 = importlib.import_module(f"moco_bench.evaluators.{task}.trainer").new_config()
     merge_d2_file(d2, REPO / str(cfg.d2_config), config)
     return cfg, d2.SOLVER
@@ -195,9 +195,10 @@ def full_speed(args, out: Path) -> None:
             {"INPUT": {"MASK_FORMAT": "bitmask"}} if kind == "coco" else {})  # mini-COCO masks are RLE
         measured[name] = _evaluate(load_backbone("random:resnet50@0"), cfg, out / "full")["details"][
             "seconds_per_iter"][0]
+    ref_v100 = {name: v100 for name, _, _, v100, _ in FULL_PROTOCOLS}[REFERENCE]
     for name, config, _, v100, others in FULL_PROTOCOLS:
         cpu = measured[name]
-        gpu_s = v100 if v100 is not None else FULL_PROTOCOLS[0][3] * cpu / measured[REFERENCE]
+        gpu_s = v100 if v100 is not None else ref_v100 * cpu / measured[REFERENCE]
         how = "published" if v100 is not None else "scaled"
         for protocol in [config, *others]:
             cfg, solver = _solver(protocol)
