@@ -18,7 +18,7 @@ from moco_bench import __version__
 from moco_bench.core.errors import MocoBenchError, describe
 
 COMMAND_MODULES = (
-    "moco_bench.data.cli",
+    "moco_bench.engine.data_cli",
     "moco_bench.convert.cli",
     "moco_bench.pretrain.cli",
     "moco_bench.engine.cli",

@@ -41,6 +41,17 @@ def test_protocol_pooling_gives_the_published_dims():
         FeatureTaps(torchvision.models.resnet18(), ["res5"], pooling("voc07_svm.yaml"))
 
 
+def test_dims_leaves_every_module_in_its_own_mode():
+    """A dry run of the taps does not switch a frozen (eval-mode) backbone inside a fresh taps module to train."""
+    resnet = torchvision.models.resnet18().eval()
+    taps = FeatureTaps(resnet, ["gap"], {"gap": {"output_size": 1}})
+    assert taps.training and not resnet.training
+    running = resnet.bn1.running_mean.clone()
+    assert taps.dims(64) == {"gap": 512}
+    assert taps.training and not any(m.training for m in resnet.modules())
+    assert torch.equal(resnet.bn1.running_mean, running)
+
+
 def test_transform_spec():
     from PIL import Image
 

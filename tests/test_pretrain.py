@@ -115,6 +115,9 @@ def test_checkpoints_have_the_official_layout_and_convert(run_a):
     assert {k.split(".")[1] for k in keys} == {"encoder_q", "encoder_k", "queue", "queue_ptr"}
     assert all(k.startswith("module.") for k in keys)
     assert ckpt["state_dict"]["module.queue"].shape == (16, 32)
+    # main_moco.py saves the optimizer as the epoch left it: its lr is that epoch's (cosine over 2 epochs)
+    lrs = [load(run_a / n)["optimizer"]["param_groups"][0]["lr"] for n in names]
+    assert lrs == pytest.approx([0.06, 0.03])
     assert int(ckpt["state_dict"]["module.queue_ptr"]) == (2 * 8) % 32
 
     from moco_bench.convert import load_backbone  # the converter reads our checkpoints as official MoCo ones

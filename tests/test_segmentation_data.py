@@ -165,21 +165,22 @@ def test_voc_segmentation_lists_and_semseg_evaluator(vocseg_root, tmp_path):
     from detectron2.data import DatasetCatalog
     from detectron2.evaluation import SemSegEvaluator
 
+    from moco_bench.data import segmentation_sources
     from moco_bench.evaluators.segmentation import datasets as seg_datasets
 
-    ids = seg_datasets.voc_pairs(vocseg_root, "train_aug", "SegmentationClassAug")
+    ids = segmentation_sources.voc_pairs(vocseg_root, "train_aug", "SegmentationClassAug")
     deeplab = tmp_path / "VOC2012"
     (deeplab / "ImageSets" / "Segmentation").mkdir(parents=True)
     (deeplab / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("".join(
         f"/{i.relative_to(vocseg_root)} /{s.relative_to(vocseg_root)}\n" for i, s in ids))
     for sub in ("JPEGImages", "SegmentationClassAug"):
         (deeplab / sub).symlink_to(vocseg_root / sub)
-    pairs = seg_datasets.voc_pairs(deeplab, "train_aug", "ignored")
+    pairs = segmentation_sources.voc_pairs(deeplab, "train_aug", "ignored")
     assert [(i.name, s.name) for i, s in pairs] == [(i.name, s.name) for i, s in ids]
     classes = ["background", *embedded.FASHION_CLASSES]
     spec = {"format": "voc_seg", "root": str(vocseg_root), "split": "val", "labels": "SegmentationClass",
             "ignore_label": VOID, "expect": 3}
-    seg_datasets.check_sources({"minivocseg_test_val": spec})
+    segmentation_sources.check_sources({"minivocseg_test_val": spec})
     seg_datasets.register_sources({"minivocseg_test_val": spec}, classes)
     evaluator = SemSegEvaluator("minivocseg_test_val", distributed=False)
     evaluator.reset()

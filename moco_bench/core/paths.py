@@ -46,3 +46,12 @@ def project_file(path: str | Path) -> Path:
     if p.is_absolute() or p.exists():
         return p
     return project_root() / p
+
+
+def config_file(name: str | Path, folder: str) -> Path:
+    """A shipped config by name (``imagenet_knn`` -> ``<project>/evaluate/imagenet_knn.yaml`` for ``folder``
+    ``evaluate``) or any config by path (as :func:`project_file` finds it)."""
+    text = str(name)
+    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).expanduser().exists():
+        return project_file(text)
+    return project_root() / folder / f"{text}.yaml"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
 
 from moco_bench.core.errors import ConfigError, DataError, DatasetNotFound
+from moco_bench.data.listing import fingerprint, relative_names
 from moco_bench.data.voc import read_image_set, read_voc_annotation
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,14 @@ def _summary(name: str, spec: Mapping, classes: Sequence[str] | None, test: Sequ
     if spec["format"] == "voc":
         return _voc_summary(spec, classes, name in test)
     if spec["format"] == "cityscapes":
-        return {"images": len(cityscapes_images(Path(spec["image_dir"])))}
+        images = cityscapes_images(Path(spec["image_dir"]))
+        return {"images": len(images), "fingerprint": fingerprint(relative_names(images, spec["image_dir"]))}
     return _coco_summary(spec)  # COCO and LVIS JSON alike
 
 
 def _voc_summary(spec: Mapping, classes: Sequence[str] | None, is_test: bool) -> dict:
     root, ids = Path(spec["root"]), read_image_set(Path(spec["root"]), str(spec["split"]))
-    summary = {"images": len(ids)}
+    summary = {"images": len(ids), "fingerprint": fingerprint(ids)}
     if is_test and classes:
         objects = Counter(o["name"] for i in ids for o in read_voc_annotation(root / "Annotations" / f"{i}.xml")
                           ["objects"] if not o["difficult"])
@@ -62,9 +64,11 @@ def _coco_summary(spec: Mapping) -> dict:
         doc = json.loads(Path(spec["json"]).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{spec['json']}: not a COCO JSON ({e})") from None
-    ids = {img["id"] for img in doc.get("images", [])}
+    images = doc.get("images", [])
+    ids = {img["id"] for img in images}
     orphans = sum(1 for ann in doc.get("annotations", []) if ann.get("image_id") not in ids)
-    return {"images": len(ids), "annotations_without_image": orphans}
+    return {"images": len(ids), "fingerprint": fingerprint(str(img.get("file_name")) for img in images),
+            "annotations_without_image": orphans}
 
 
 def check_sources(sources: Mapping[str, Mapping], test: Sequence[str], classes: Sequence[str] | None,

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from moco_bench.core.config import ABSENT, differences, is_free
 from moco_bench.core.errors import ConfigError
+from moco_bench.data.check import LOCATION_KEYS
 
 BLOCK = "comparability"
 _NAME = re.compile(r"[a-z0-9_]+")
@@ -80,6 +81,41 @@ def assess(cfg: DictConfig) -> Dict[str, Any]:
             "free_changes": free_changes, "unmet": unmet, "reason": ""}
 
 
+def settle(assessment: Dict[str, Any], check: Mapping[str, dict], cfg: DictConfig) -> Dict[str, Any]:
+    """The assessment once the dataset check has run (:func:`moco_bench.data.check.check_data`).
+
+    A changed dataset location (:data:`~moco_bench.data.check.LOCATION_KEYS`: ``data.root``, a source's folders
+    and annotation files) is free when every split or source the run read holds the image count the *shipped*
+    protocol publishes for it; otherwise it stays a difference and ``data_problems`` says which split is short.
+    """
+    located = {k: v for k, v in assessment["differences"].items() if is_free(k, dict.fromkeys(LOCATION_KEYS))}
+    if not located or assessment["protocol"] is None:
+        return assessment
+    published = published_counts(protocol_config(cfg))
+    problems = []
+    for name, summary in check.items():
+        if published.get(name) is None:
+            problems.append(f"{name}: the protocol publishes no image count to hold it against")
+        elif int(summary["images"]) != int(published[name]):
+            problems.append(f"{name} has {int(summary['images']):,} images, the published split "
+                            f"{int(published[name]):,}")
+    out = dict(assessment, data_problems=problems)
+    if not problems:
+        out["differences"] = {k: v for k, v in assessment["differences"].items() if k not in located}
+        out["free_changes"] = {**assessment["free_changes"], **located}
+        out["comparable"] = not out["differences"] and not assessment["unmet"]
+    return out
+
+
+def published_counts(protocol: DictConfig) -> Dict[str, int]:
+    """``{split or source name: published image count}`` of a shipped protocol (``data.expect`` or each source's
+    ``expect``)."""
+    tree = OmegaConf.to_container(protocol, resolve=True)
+    if tree.get("datasets"):
+        return {n: s.get("expect") for n, s in (tree["datasets"].get("sources") or {}).items() if s}
+    return dict((tree.get("data") or {}).get("expect") or {})
+
+
 def describe(assessment: Mapping[str, Any], limit: int = 4) -> str:
     """One line: ``comparable with evaluate/x.yaml`` or ``not comparable: schedule.epochs 100 -> 10; ...``."""
     if assessment["comparable"]:
@@ -90,6 +126,8 @@ def describe(assessment: Mapping[str, Any], limit: int = 4) -> str:
                         for k, v in assessment["differences"].items()]
     parts += [f"{k} {_short(v['run'])} (published: {_short(v['required'])}; {v['reason']})"
               for k, v in assessment["unmet"].items()]
+    if assessment.get("data_problems"):
+        parts.insert(0, "dataset check: " + ", ".join(assessment["data_problems"]))
     more = f"; and {len(parts) - limit} more" if len(parts) > limit else ""
     return "not comparable: " + "; ".join(parts[:limit]) + more
 

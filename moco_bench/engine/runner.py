@@ -21,6 +21,7 @@ from moco_bench.core.distributed import process_rank
 from moco_bench.core.env import environment
 from moco_bench.core.errors import ConfigError, DatasetNotFound, MissingDependency, ResultExistsError, describe
 from moco_bench.core.locks import exclusive
+from moco_bench.data.check import check_data
 from moco_bench.engine import comparability
 from moco_bench.evaluators import get as get_evaluator
 from moco_bench.evaluators.base import EvalContext
@@ -87,28 +88,41 @@ def run_evaluation(
 
 
 def _measure(backbone, cfg: DictConfig, assessment: dict, work_dir: Path, device: str, workers: int) -> dict:
-    """Run the evaluator and build the record: its numbers, or why there are none."""
+    """Check the datasets, run the evaluator and build the record: its numbers, or why there are none."""
     ctx = EvalContext(out_dir=work_dir, cache_dir=paths.data_cache() / "features", device=device, workers=workers)
-    note = comparability.describe(assessment)
-    log.info("%s: %s", cfg.name, note)
     evaluation = {"name": cfg.name, "protocol": cfg.evaluator, "config": resolved(cfg),
-                  "benchmark": cfg.get("benchmark", cfg.name), "variant": cfg.get("variant", ""),
-                  "comparable": assessment["comparable"], "comparability": assessment, "comparability_note": note,
-                  "published_protocol": assessment["published_protocol"]}
+                  "benchmark": cfg.get("benchmark", cfg.name), "variant": cfg.get("variant", "")}
     start, status, error, output = now(), "ok", None, None
     try:
-        output = get_evaluator(str(cfg.evaluator))(backbone, cfg, ctx)
+        evaluator = get_evaluator(str(cfg.evaluator))
+        for check in getattr(evaluator, "needs", ()):
+            check()
+        with ctx.stage("data_check"):
+            ctx.data_check = check_data(evaluation["config"], str(cfg.get("_source_") or cfg.name))
+        evaluation["data_check"] = ctx.data_check
+        assessment = comparability.settle(assessment, ctx.data_check, cfg)
+        _assessed(evaluation, assessment)
+        output = evaluator(backbone, cfg, ctx)
         evaluation.update({k: v for k, v in output.info.items() if k not in evaluation or k in INFO_KEYS})
     except SKIP_ERRORS as e:
         status, error = "skipped", describe(e)
     except Exception as e:  # noqa: BLE001 - any failure becomes a failed record; the traceback is kept
         status, error = "failed", f"{type(e).__name__}: {describe(e)}\n{traceback.format_exc()}"
         log.error("%s failed: %s", cfg.name, describe(e))
+    if "comparable" not in evaluation:  # the data check failed: the config's own assessment
+        _assessed(evaluation, assessment)
     return make_record(
         evaluation=evaluation, checkpoint=backbone.record(), metrics=output.metrics if output else {},
         per_seed=output.per_seed if output else None, details=output.details if output else None,
         environment=environment(device=device), timing={"start": start, "end": now(), "seconds": dict(ctx.seconds)},
         status=status, error=error)
+
+
+def _assessed(evaluation: dict, assessment: dict) -> None:
+    note = comparability.describe(assessment)
+    log.info("%s: %s", evaluation["name"], note)
+    evaluation.update({"comparable": assessment["comparable"], "comparability": assessment,
+                       "comparability_note": note, "published_protocol": assessment["published_protocol"]})
 
 
 def evaluate_checkpoint(ckpt: str, config: str, overrides: Optional[Iterable[str]] = None,

@@ -18,11 +18,21 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from moco_bench.core.registry import Registry
 
 EVALUATORS = Registry("evaluator")
+
+
+def needs(*checks: Callable[[], None]) -> Callable:
+    """Declare what an evaluator needs installed (each check raises MissingDependency, naming the install route):
+    the runner calls them before the dataset check, so a missing library is said first."""
+    def decorator(fn: Callable) -> Callable:
+        fn.needs = checks
+        return fn
+
+    return decorator
 
 
 @dataclass
@@ -53,6 +63,7 @@ class EvalContext:
     device: str = "cpu"
     workers: int = 2
     seconds: Dict[str, float] = field(default_factory=dict)
+    data_check: Optional[Dict[str, dict]] = None  # the runner's dataset check (moco_bench/data/check.py), if run
 
     @contextlib.contextmanager
     def stage(self, name: str):

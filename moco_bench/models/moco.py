@@ -105,14 +105,16 @@ class MoCo(nn.Module):
         return self.encoder_k(im_k[perm])[torch.argsort(perm)]
 
     def forward(self, im_q: torch.Tensor, im_k: torch.Tensor):
-        """Under autocast the encoders run in the low precision and the logits in fp32: InfoNCE at T 0.2 over
-        K+1 near-equal similarities needs more than bf16's 8 bits of mantissa to rank them."""
+        """Under autocast the encoders run in the low precision and the logits in fp32 (or the model's own dtype
+        when wider): InfoNCE at T 0.2 over K+1 near-equal similarities needs more than bf16's 8 bits of mantissa
+        to rank them."""
         q = self.encoder_q(im_q)
         with torch.no_grad():
             self.momentum_update()
             k = self._keys(im_k)
+        dtype = torch.promote_types(self.queue.dtype, torch.float32)
         with torch.autocast(q.device.type, enabled=False):
-            q, k = F.normalize(q.float(), dim=1), F.normalize(k.float(), dim=1)
+            q, k = F.normalize(q.to(dtype), dim=1), F.normalize(k.to(dtype), dim=1)
             l_pos = (q * k).sum(dim=1, keepdim=True)
             l_neg = q @ self.queue.clone()  # a copy: enqueue below changes the queue in place
             logits = torch.cat([l_pos, l_neg], dim=1) / self.T

@@ -79,13 +79,15 @@ class FeatureTaps(nn.Module):
     def dims(self, input_size: int) -> Dict[str, int]:
         """Feature length per layer for square inputs of ``input_size`` pixels (a dry run on one blank image);
         raises ConfigError when a pooling kernel is larger than its (padded) map."""
-        was_training = self.training
+        modes = {m: m.training for m in self.modules()}  # each module's own: a frozen backbone stays in eval
         self.eval()
         try:
             param = next(self.resnet.parameters(), torch.zeros(()))
-            out = self(torch.zeros(1, 3, input_size, input_size, dtype=param.dtype, device=param.device))
+            with torch.no_grad():
+                out = self(torch.zeros(1, 3, input_size, input_size, dtype=param.dtype, device=param.device))
         except RuntimeError as e:  # AvgPool2d: "Output size is too small" / kernel larger than input
             raise ConfigError(f"pooling spec does not fit {input_size}px inputs: {e}") from None
         finally:
-            self.train(was_training)
+            for module, training in modes.items():
+                module.training = training
         return {name: int(v.shape[1]) for name, v in out.items()}

@@ -113,6 +113,8 @@ def restore(ckpt: Dict[str, Any], path: Path, *, model, optimizer, scheduler, sc
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: does not match the configured model: {e}") from None
     scheduler.load_state_dict(ckpt["scheduler"])
+    if scheduler.last_epoch < int(ckpt["epoch"]):  # saved at the finished epoch's lr (older moco-bench files
+        scheduler.step()                           # were saved after this step): on to the next epoch's lr
     if scaler is not None and "scaler" in ckpt:
         scaler.load_state_dict(ckpt["scaler"])
     if len(ckpt["rng"]) == world_size:

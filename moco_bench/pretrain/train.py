@@ -198,13 +198,13 @@ def run_epoch(run: Run, cfg: DictConfig, env: distributed.DistEnv, epoch: int, l
     if env.is_main:  # one line per epoch, readable in a log file
         log.info("epoch %d/%d: loss %.3f, acc1 %.1f, lr %.4g, %.0f images/s", epoch + 1, cfg.optim.epochs,
                  stats["loss"], stats["acc1"], run.optimizer.param_groups[0]["lr"], stats["images_per_s"])
-    run.scheduler.step()
     rng = gather_rng(env.world_size)
-    if env.is_main:
+    if env.is_main:  # saved before the schedule steps: the optimizer's lr is the epoch's own, as main_moco.py saves it
         last = Path(cfg.output_dir) / checkpoint.checkpoint_name(epoch)
         checkpoint.save(last, epoch=epoch + 1, arch=cfg.model.arch, model=run.moco, optimizer=run.optimizer,
                         scheduler=run.scheduler, scaler=run.compute.scaler, rng=rng, config=run.config)
         checkpoint.prune(Path(cfg.output_dir), cfg.keep_checkpoints)
+    run.scheduler.step()
     if env.is_main and run.monitor is not None and (epoch + 1) % cfg.monitor.knn_every == 0:
         top1 = run.monitor(run.moco.encoder_q, env.device)
         run.logs.write("knn", (epoch + 1) * len(run.loader), {"epoch": epoch, "top1": top1})

@@ -31,6 +31,7 @@ BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [
 # detectron2's builder -> the one with the small-image stem
 SMALL_IMAGE_BACKBONES = {"build_resnet_backbone": "build_small_image_resnet_backbone",
                          "build_resnet_fpn_backbone": "build_small_image_resnet_fpn_backbone"}
+DILATED_C5 = "build_resnet_dilated_c5_backbone"  # moco_bench/evaluators/detection/dilated_c5.py
 
 
 class SmallImageStem(CNNBlockBase):
@@ -88,7 +89,11 @@ def build_small_image_resnet_fpn_backbone(cfg, input_shape):
 
 def backbone_name(arch: str, name: str) -> str:
     """The detectron2 backbone builder for ``arch`` where the config names ``name``: detectron2's own for a
-    torchvision stem, the registered small-image one otherwise."""
+    torchvision stem, the registered small-image one otherwise. A dilated res5 needs bottleneck blocks
+    (detectron2 dilates only those)."""
+    if name == DILATED_C5 and (arch in resnets.SMALL_IMAGE or arch in ("resnet18", "resnet34")):
+        raise ConfigError(f"{arch} has BasicBlocks (or a small-image stem); the dilated-C5 backbone ({name}) "
+                          "dilates res5's bottleneck blocks: use a ResNet-50 or larger")
     if arch not in resnets.SMALL_IMAGE:
         return name
     if name not in SMALL_IMAGE_BACKBONES:

@@ -13,7 +13,7 @@ from typing import Dict
 from omegaconf import DictConfig
 
 from moco_bench.core.errors import MissingDependency
-from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
+from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput, needs
 from moco_bench.evaluators.detection.detection import Task, require_detectron2, run_transfer, set_detection_classes
 
 INSTALL_HINT = ("detectron2's DensePose project is not installed: it needs detectron2 built from its source "
@@ -39,10 +39,9 @@ def _metrics_of(results: dict) -> tuple[Dict[str, float], dict]:
 
 
 @EVALUATORS.register("densepose")
+@needs(require_detectron2, require_densepose)
 def densepose_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Fine-tune DensePose R-CNN ``cfg.trials`` times (needs detectron2's DensePose project)."""
-    require_detectron2()
-    require_densepose()
     from moco_bench.data.sources import check_sources
 
     task = Task("moco_bench.evaluators.detection.densepose_trainer", check_sources, set_detection_classes, _metrics_of)

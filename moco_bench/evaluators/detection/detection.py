@@ -41,7 +41,7 @@ from moco_bench.core.env import strict_fp32
 from moco_bench.core.errors import ConfigError, MissingDependency, TrainingDiverged
 from moco_bench.core.paths import project_file
 from moco_bench.core.schema import flatten
-from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
+from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput, needs
 from moco_bench.evaluators.detection.trial_log import log_to
 
 log = logging.getLogger(__name__)
@@ -121,12 +121,11 @@ def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, device: str, world_size: int,
-                    task: Task | None = None):
-    """The detectron2 config of a run: protocol YAML, the backbone's shape, ``d2_overrides``, then what the
-    run decides (datasets, class counts, weights, output, device), with SyncBN made usable."""
+def protocol_d2_config(cfg: DictConfig, arch: str, task: Task | None = None):
+    """The detectron2 config a protocol asks for on ``arch``: its YAML (and every ``_BASE_``), the backbone's shape
+    and stem, then ``d2_overrides``; nothing the run decides (datasets, classes, weights, device) yet."""
     from moco_bench.evaluators.detection import model as d2_model
-    from moco_bench.evaluators.detection.backbones import backbone_name, check_fpn_levels
+    from moco_bench.evaluators.detection.backbones import backbone_name
 
     task = task or detection_task()
     path = project_file(str(cfg.d2_config))
@@ -134,12 +133,24 @@ def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, dev
         raise ConfigError(f"{_source(cfg)}: d2_config {cfg.d2_config} not found")
     d2 = importlib.import_module(task.module).new_config()
     merge_d2_file(d2, path, _source(cfg))
-    d2.merge_from_list(d2_model.resnet_options(backbone.arch))
+    d2.merge_from_list(d2_model.resnet_options(arch))
     try:
         d2.merge_from_list(d2_opts(cfg.d2_overrides))
     except (KeyError, ValueError, AssertionError) as e:
         raise ConfigError(f"{_source(cfg)}: bad d2_overrides: {e}") from None
-    d2.merge_from_list(["MODEL.BACKBONE.NAME", backbone_name(backbone.arch, d2.MODEL.BACKBONE.NAME)])  # the stem
+    d2.merge_from_list(["MODEL.BACKBONE.NAME", backbone_name(arch, d2.MODEL.BACKBONE.NAME)])  # the stem
+    return d2
+
+
+def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, device: str, world_size: int,
+                    task: Task | None = None):
+    """The detectron2 config of a run: :func:`protocol_d2_config`, then what the run decides (datasets, class
+    counts, weights, output, device), with SyncBN made usable."""
+    from moco_bench.evaluators.detection import model as d2_model
+    from moco_bench.evaluators.detection.backbones import check_fpn_levels
+
+    task = task or detection_task()
+    d2 = protocol_d2_config(cfg, backbone.arch, task)
     ds = cfg.datasets
     d2.merge_from_list([
         "DATASETS.TRAIN", tuple(str(n) for n in ds.train), "DATASETS.TEST", tuple(str(n) for n in ds.test),
@@ -279,16 +290,16 @@ def _metrics_of(results: dict) -> tuple[Dict[str, float], dict]:
 
 
 @EVALUATORS.register("detectron2")
+@needs(require_detectron2)
 def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Fine-tune and evaluate ``cfg.trials`` times; metrics are trial means (``<metric>_std``: population std)."""
-    require_detectron2()
     return run_transfer(backbone, cfg, ctx, detection_task())
 
 
-def _checked_sources(cfg: DictConfig, task: Task, device: str):
-    """Everything checked before any compute: the datasets (names, files, counts, classes with ground truth) and
-    the precision against the device. Returns the sources and their summary for the record."""
-    if cfg.precision == "fp16" and device == "cpu":
+def _checked_sources(cfg: DictConfig, task: Task, ctx: EvalContext):
+    """Everything checked before any compute: the datasets (names, files, counts, classes with ground truth; the
+    runner's check where it ran) and the precision against the device. Returns the sources and their summary."""
+    if cfg.precision == "fp16" and ctx.device == "cpu":
         raise ConfigError(f"{_source(cfg)}: precision fp16 is detectron2's AMP training, which needs a CUDA device")
     ds = cfg.datasets
     names = [str(n) for n in list(ds.train) + list(ds.test)]
@@ -300,6 +311,8 @@ def _checked_sources(cfg: DictConfig, task: Task, device: str):
         raise ConfigError(f"{_source(cfg)}: datasets.test must name exactly one dataset (got {list(ds.test)})")
     sources = {n: sources[n] for n in names}
     classes = list(ds.classes) if ds.get("classes") else None
+    if ctx.data_check is not None:
+        return sources, ctx.data_check
     return sources, task.check_sources(sources, [str(n) for n in ds.test], classes, _source(cfg))
 
 
@@ -317,7 +330,7 @@ def _world_size(cfg: DictConfig, device: str) -> int:
 
 def run_transfer(backbone, cfg: DictConfig, ctx: EvalContext, task: Task) -> EvalOutput:
     """``cfg.trials`` trials of ``task``, each fine-tuning from the converted backbone in ``<out>/trial<k>``."""
-    sources, summary = _checked_sources(cfg, task, ctx.device)
+    sources, summary = _checked_sources(cfg, task, ctx)
     world_size = _world_size(cfg, ctx.device)
     trials, seed, ds = int(cfg.trials), int(cfg.seed), cfg.datasets
     with ctx.stage("convert"):

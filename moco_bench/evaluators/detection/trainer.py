@@ -33,11 +33,14 @@ from detectron2.evaluation.pascal_voc_evaluation import voc_eval
 from detectron2.utils import comm
 
 from moco_bench.evaluators.detection.datasets import register_sources
+from moco_bench.evaluators.detection.dilated_c5 import add_dilated_c5_config
 
 
 def new_config():
-    """detectron2's default config: detection adds no keys of its own."""
-    return get_cfg()
+    """detectron2's default config with the one key detection adds (the dilated-C5 backbone's width)."""
+    cfg = get_cfg()
+    add_dilated_c5_config(cfg)
+    return cfg
 
 
 def register(sources: dict, classes) -> None:

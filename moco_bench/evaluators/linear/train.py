@@ -68,6 +68,24 @@ class TrainConfig:
                    norm_weight_decay=float(o.norm_weight_decay), nesterov=bool(o.nesterov), seed=int(cfg.seed),
                    val_every=int(s.val_every), precision=str(f.precision), channels_last=bool(f.channels_last))
 
+    def scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.MultiStepLR:
+        """x ``gamma`` after each epoch of ``milestones`` (stepped once per epoch, as mmselfsup and main_lincls)."""
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=self.milestones, gamma=self.gamma)
+
+    def validates(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (from 1) ends with a validation: every ``val_every``-th, and the last."""
+        return epoch % self.val_every == 0 or epoch == self.epochs
+
+    def lr_per_epoch(self) -> List[float]:
+        """The learning rate of each epoch (epoch 1 first) as :func:`train_heads` steps it."""
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=self.lr)
+        scheduler, out = self.scheduler(optimizer), []
+        for _ in range(self.epochs):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
 
 @dataclass
 class LinearRun:
@@ -262,7 +280,7 @@ def train_heads(run: LinearRun) -> dict:
                           "processes")
     run.heads.to(env.device)
     optimizer = _optimizer(run.heads, tc)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=tc.milestones, gamma=tc.gamma)
+    scheduler = tc.scheduler(optimizer)
     ckpt = _resume(run.out_dir / CHECKPOINT, run.fingerprint, run.heads, optimizer, scheduler)
     history: List[dict] = list(ckpt["history"]) if ckpt else []
     start = int(ckpt["epoch"]) if ckpt else 0
@@ -283,7 +301,7 @@ def train_heads(run: LinearRun) -> dict:
         if epoch == start:  # moco: sanity_check() after the first epoch
             check_frozen(run.backbone, run.reference, f"{run.source}, after epoch {epoch + 1}")
             state["frozen_check"] = f"passed after epoch {epoch + 1}"
-        if (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs:
+        if tc.validates(epoch + 1):
             with run.stage("val"):
                 acc = evaluate(run.extract, run.heads, val_loader, env, tc, run.num_classes)
             for n in layers:

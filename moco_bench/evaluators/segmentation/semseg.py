@@ -14,7 +14,7 @@ from typing import Dict
 from omegaconf import DictConfig
 
 from moco_bench.core.errors import ConfigError
-from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
+from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput, needs
 from moco_bench.evaluators.detection.detection import Task, require_detectron2, run_transfer
 
 TASK_MODULE = "moco_bench.evaluators.segmentation.trainer"
@@ -44,13 +44,13 @@ def _metrics_of(results: dict) -> tuple[Dict[str, float], dict]:
 
 
 def semseg_task() -> Task:
-    from moco_bench.evaluators.segmentation import datasets as seg_datasets
+    from moco_bench.data.segmentation_sources import check_sources
 
-    return Task(TASK_MODULE, seg_datasets.check_sources, _configure, _metrics_of)
+    return Task(TASK_MODULE, check_sources, _configure, _metrics_of)
 
 
 @EVALUATORS.register("detectron2_semseg")
+@needs(require_detectron2)
 def semseg_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Fine-tune and evaluate ``cfg.trials`` times; ``mIoU`` is the trial mean (``mIoU_std``: population std)."""
-    require_detectron2()
     return run_transfer(backbone, cfg, ctx, semseg_task())
