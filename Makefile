@@ -29,15 +29,23 @@ data: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m moco_bench demo --out results/demo
 
+# CKPT, SUITE, OUT and CONFIG reach the commands through the environment as their literal text, never through
+# make's expansion: a value such as '$$(shell ...)' is a (strange) file name, not a command, even under make -n.
+unexport CKPT SUITE OUT CONFIG
+pretrain eval-all tables: export MB_CKPT = $(value CKPT)
+pretrain eval-all tables: export MB_SUITE = $(value SUITE)
+pretrain eval-all tables: export MB_OUT = $(value OUT)
+pretrain eval-all tables: export MB_CONFIG = $(value CONFIG)
+
 pretrain: $(STAMP)
-	$(PY) -m moco_bench pretrain --config $(CONFIG)
+	$(PY) -m moco_bench pretrain --config "$$MB_CONFIG"
 
 eval-all: $(STAMP)
-	@test -n "$(CKPT)" || { echo "usage: make eval-all CKPT=path/to/checkpoint [SUITE=paper|quick|demo] [OUT=results/runs]"; exit 2; }
-	$(PY) -m moco_bench eval-all "$(CKPT)" --suite suites/$(SUITE).yaml --out "$(OUT)"
+	@test -n "$$MB_CKPT" || { echo "usage: make eval-all CKPT=path/to/checkpoint [SUITE=paper|quick|demo] [OUT=results/runs]"; exit 2; }
+	$(PY) -m moco_bench eval-all "$$MB_CKPT" --suite "suites/$$MB_SUITE.yaml" --out "$$MB_OUT"
 
 tables: $(STAMP)
-	$(PY) -m moco_bench tables $(OUT) --published -o results/report
+	$(PY) -m moco_bench tables "$$MB_OUT" --published -o results/report
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -169,7 +169,7 @@ def _point_sources(cfg, kind: str, root: Path) -> None:
 
 def _solver(config: str):
     """The protocol's evaluation config and its detectron2 SOLVER, as shipped."""
-    from moco_bench.evaluators.detection.detection import merge_d2_file
+    from moco_bench.evaluators.detection.d2config import merge_d2_file
 
     cfg = load_evaluation(REPO / "evaluate" / config)
     task = "segmentation" if cfg.evaluator == "detectron2_semseg" else "detection"

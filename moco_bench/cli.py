@@ -3,7 +3,8 @@
 Each subcommand lives beside the code it drives, in a module with ``register(subparsers)`` that adds its
 parser and sets ``func(args) -> int``. A :class:`MocoBenchError` is printed as one line (it already names
 the file and what was expected) and exits with status 2; so is an OS error (a full disk, a read-only folder),
-with the path and the cause. Ctrl-C prints one line and exits 130.
+with the path and the cause. Ctrl-C prints one line and exits 130; SIGTERM (a scheduler's time limit, ``kill``)
+unwinds the same way and exits 143, so that a half-written temporary file is removed rather than left behind.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
+import threading
 from typing import List, Optional
 
 from moco_bench import __version__
@@ -26,6 +30,27 @@ COMMAND_MODULES = (
     "moco_bench.demo",
     "moco_bench.gpucheck",
 )
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C (``finally`` blocks run, temporaries are removed)."""
+
+
+def handle_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` in this process. Processes forked from it (DataLoader workers) keep
+    the default action: the handler re-sends the signal to them with it restored."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    owner = os.getpid()
+
+    def on_term(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.overrides = list(args.overrides or []) + extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs each SIMD build it tries at INFO
+    handle_sigterm()
     try:
         return int(args.func(args) or 0)
     except MocoBenchError as e:
@@ -59,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"moco-bench: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("moco-bench: interrupted; finished results and checkpoints are kept, and a rerun resumes",
-              file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"moco-bench: {what}; finished results and checkpoints are kept, and a rerun resumes", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +163,26 @@ def test_resumed_run_continues_with_identical_state(run_a, data, tmp_path):
     assert torch.equal(straight["rng"][0]["torch"], resumed["rng"][0]["torch"])
 
 
+def test_auto_resume_skips_a_truncated_last_checkpoint_and_sweeps_temporaries(run_a, data, tmp_path, caplog):
+    """A crash mid-write left checkpoint_0001 truncated and a temporary: resume=auto names the bad file, resumes
+    from checkpoint_0000, writes a good checkpoint_0001 (equal to the straight run's) and removes the temporary."""
+    out = tmp_path / "crashed"
+    shutil.copytree(run_a, out)
+    last = out / "checkpoint_0001.pth.tar"
+    last.write_bytes(last.read_bytes()[:1000])
+    (out / ".checkpoint_0001.pth.tar.k2j4.tmp").write_bytes(b"partial")
+    with caplog.at_level(logging.WARNING):
+        assert pretrain(tiny_config(data, out, "resume=auto")) == last
+    assert "checkpoint_0001.pth.tar: not a readable checkpoint" in caplog.text
+    assert not list(out.glob("*.tmp"))
+    straight, redone = load(run_a / "checkpoint_0001.pth.tar"), load(last)
+    assert all(torch.equal(v, redone["state_dict"][k]) for k, v in straight["state_dict"].items())
+    (out / "checkpoint_0000.pth.tar").write_bytes(b"junk")
+    last.write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="none of its 2 checkpoints reads"):
+        pretrain(tiny_config(data, out, "resume=auto"))
+
+
 def test_keep_checkpoints_prunes_only_older_epochs(run_a, data, tmp_path):
     out = tmp_path / "keep"
     last = pretrain(tiny_config(data, out, f"resume={run_a / 'checkpoint_0000.pth.tar'}", "optim.epochs=4",
@@ -212,15 +234,26 @@ def test_bad_input_fails_before_training(run_a, data, tmp_path):
 
 
 def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(run_a, data, tmp_path):
-    # NaN pixels after normalization make the loss NaN at the first step of the resumed epoch
+    # a NaN in the resumed weights makes the first loss NaN (a config can no longer hold one: numbers are finite)
     last_good = run_a / "checkpoint_0000.pth.tar"
-    cfg = tiny_config(data, tmp_path / "nan", f"resume={last_good}", "transform.mean=[.nan,.nan,.nan]")
-    with pytest.raises(TrainingDiverged, match=rf"loss is nan at epoch 1, step 0 .*{last_good}"):
-        pretrain(cfg)
+    poisoned = load(last_good)
+    poisoned["state_dict"]["module.encoder_q.conv1.weight"][0, 0, 0, 0] = float("nan")
+    bad = tmp_path / "poisoned.pth.tar"
+    torch.save(poisoned, bad)
+    with pytest.raises(TrainingDiverged, match=rf"loss is nan at epoch 1, step 0 .*{bad}"):
+        pretrain(tiny_config(data, tmp_path / "nan", f"resume={bad}"))
     assert latest_checkpoint(tmp_path / "nan") is None
     assert load(last_good)["epoch"] == 1
-    with pytest.raises(TrainingDiverged, match="no checkpoint yet"):
-        pretrain(tiny_config(data, tmp_path / "nan0", "transform.mean=[.nan,.nan,.nan]"))
+    # an lr of 1e38 sends the weights to infinity at the first update: the next loss is NaN
+    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 0, step 1 .*no checkpoint yet"):
+        pretrain(tiny_config(data, tmp_path / "nan0", "optim.lr=1e38"))
+
+
+def test_resume_with_other_numbers_is_refused(run_a, data, tmp_path):
+    """The optimizer and schedule come back from the checkpoint: a changed lr would be recorded, never used."""
+    with pytest.raises(ConfigError, match=r"resuming continues the run that wrote it, but this config changes "
+                                          r"optim.lr 0.06 -> 1e\+38"):
+        pretrain(tiny_config(data, tmp_path / "r", f"resume={run_a / 'checkpoint_0000.pth.tar'}", "optim.lr=1e38"))
 
 
 def test_two_processes_train_together_as_a_submitit_job(data, tmp_path):

@@ -22,6 +22,21 @@ def _umask() -> int:
     return mask
 
 
+def human_bytes(n: float) -> str:
+    """``1.50 GiB``, ``12.0 MiB``, ``300 B``: a size in the largest binary unit it reaches."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}" if n / size < 10 else f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def named(error: OSError, path: Path) -> OSError:
+    """``error`` with the file it concerns: a full disk raises ENOSPC from ``write`` with no file name."""
+    if error.filename is None:
+        return type(error)(error.errno, error.strerror or str(error), str(path))
+    return error
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,10 +48,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        _discard(tmp)
+        raise named(e, path) from e
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: str) -> None:
+    if os.path.exists(tmp):
+        os.unlink(tmp)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -23,6 +23,7 @@ from moco_bench.core import paths
 from moco_bench.core.atomic import atomic_write_text
 from moco_bench.core.errors import ConfigError
 from moco_bench.core.schema import check, missing_keys, open_mappings
+from moco_bench.core.yaml_guard import check_yaml_file
 
 VERSION = 1  # the config format this moco-bench reads
 ABSENT = "(absent)"  # the value :func:`differences` reports for a key one side lacks
@@ -35,6 +36,7 @@ def _load_file(path: Path, seen: tuple = ()) -> DictConfig:
         raise ConfigError(f"{path}: config file not found")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    check_yaml_file(path)
     try:
         cfg = OmegaConf.load(path)
     except (yaml.YAMLError, OmegaConfBaseException) as e:
@@ -86,16 +88,30 @@ def load_config(path: str | Path, overrides: Optional[Iterable[str]] = None,
         if "=" not in item:
             raise ConfigError(f"override {item!r} for {path}: expected key=value")
     if overrides:
-        try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"{path}: override of {_error_key(e)!r} refused: {str(e).splitlines()[0]} "
-                              f"(overrides: {' '.join(overrides)})") from None
+        cfg = _overridden(cfg, overrides, path)
     if schema is not None:
         missing = missing_keys(cfg)
         if missing:
             raise ConfigError(f"{path}: required key(s) not set: {', '.join(missing)}")
         check(cfg, schema, str(path))
+    return cfg
+
+
+def _overridden(cfg: DictConfig, overrides: list, path: Path) -> DictConfig:
+    """``cfg`` with the ``key=value`` overrides merged, one at a time so that a refusal names its override."""
+    for item in overrides:
+        try:
+            patch = OmegaConf.from_dotlist([item])
+        except yaml.YAMLError as e:  # a YAML tag (only plain values are read) or a malformed value
+            raise ConfigError(f"{path}: override {item!r}: its value is not a plain YAML value "
+                              f"({str(e).splitlines()[0]})") from None
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{path}: override {item!r} refused: {str(e).splitlines()[0]}") from None
+        try:
+            cfg = OmegaConf.merge(cfg, patch)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{path}: override of {_error_key(e)!r} refused: {str(e).splitlines()[0]} "
+                              f"(override {item!r})") from None
     return cfg
 
 

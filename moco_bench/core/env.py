@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
+import os
 import platform
 import subprocess
 from functools import lru_cache
@@ -94,3 +95,23 @@ def resolve_device(requested: str = "auto") -> str:
     if kind == "cuda":
         strict_fp32()
     return requested
+
+
+def available_memory(device) -> int | None:
+    """Bytes a new allocation can take on ``device`` (a torch device or its name): CUDA's free memory, or the
+    host's ``MemAvailable``; None where neither can be read."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None

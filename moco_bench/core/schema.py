@@ -9,6 +9,7 @@ YAML files, which name their sources; a schema only bounds them. :func:`field` a
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
@@ -17,17 +18,22 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from moco_bench.core.errors import ConfigError
 
-__all__ = ["MISSING", "check", "field", "flatten", "missing_keys"]
+__all__ = ["MAX_SIDE", "MISSING", "check", "field", "flatten", "missing_keys"]
+MAX_SIDE = 4096  # the largest image side a transform may ask for: every protocol uses 1,024 px or less
 
 
 def field(default: Any = MISSING, *, min: Optional[float] = None, max: Optional[float] = None,
-          choices: Optional[Sequence[Any]] = None, pattern: Optional[str] = None, each: bool = False) -> Any:
+          choices: Optional[Sequence[Any]] = None, pattern: Optional[str] = None, each: bool = False,
+          nonempty: bool = False) -> Any:
     """A schema field with bounds: ``min``/``max`` for numbers, ``choices`` for a closed set of values,
     ``pattern`` (a regular expression the whole text must match) for names; ``each`` applies them to every
-    element of a list. Mutable defaults are copied per instance."""
+    element of a list, ``nonempty`` refuses an empty list. Mutable defaults are copied per instance. Every number
+    of every field must be finite (NaN compares false with any bound, so it would pass them all)."""
     meta = {k: v for k, v in (("min", min), ("max", max), ("choices", choices), ("pattern", pattern))
             if v is not None}
     meta["each"] = each
+    if nonempty:
+        meta["nonempty"] = True
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -45,7 +51,20 @@ def _nested(hint: Any) -> Optional[type]:
     return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
 
 
+def _non_finite(value: Any) -> Optional[float]:
+    """The first NaN or infinite number in a value (lists and mappings searched), else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return value
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (list, tuple)) else ()
+    return next((bad for v in items if (bad := _non_finite(v)) is not None), None)
+
+
 def _violation(value: Any, meta: dict) -> Optional[str]:
+    bad = _non_finite(value)
+    if bad is not None:
+        return f"{bad} is not a finite number"
+    if meta.get("nonempty") and isinstance(value, (list, tuple)) and not value:
+        return "an empty list (at least one value is needed)"
     values = list(value) if meta.get("each") and isinstance(value, (list, tuple)) else [value]
     for v in values:
         if "choices" in meta and v not in meta["choices"]:
@@ -71,7 +90,7 @@ def check(cfg: DictConfig, schema: type, source: str, prefix: str = "") -> None:
             if node is not None:
                 check(node, inner, source, f"{key}.")
             continue
-        if not (set(meta) - {"each"}) or node is None:
+        if node is None:
             continue
         value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         problem = _violation(value, meta)

@@ -20,6 +20,7 @@ rebuild under existing feature caches.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import shutil
@@ -33,7 +34,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from moco_bench.core import paths
-from moco_bench.core.errors import DataError
+from moco_bench.core.atomic import named
+from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.core.progress import bar
 from moco_bench.data import fashion_mnist
 from moco_bench.data.voc import voc_annotation_xml
@@ -230,6 +232,8 @@ def build_once(out: Path, options: dict, writer: Callable[..., None], force: boo
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
+    except OSError as e:  # a full disk names no file: say which dataset was being written
+        raise named(e, out) from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -261,21 +265,44 @@ def build_minicoco(voc2007_dir: Path, out: Path, force: bool = False) -> Path:
     return build_once(out, opts, lambda tmp, voc: _write_minicoco(tmp, voc_root=voc2007_dir), force)
 
 
-def build(name: str, root: Path | None = None, force: bool = False, **options) -> Path:
-    """Build embedded dataset ``name`` under ``root`` (default: the cache's ``embedded/``); returns its path."""
-    root = Path(root) if root is not None else paths.data_cache() / "embedded"
-    if name == "imagefolder":
-        return build_imagefolder(root / "imagefolder", force=force, **options)
-    if name == "minivoc":
-        return build_minivoc(root / "minivoc", force=force, **options)
-    if name == "minicoco":
-        voc = build_minivoc(root / "minivoc", **options)
-        return build_minicoco(voc, root / "minicoco", force=force)
+def _builder(name: str) -> Callable:
+    """The function whose keyword options ``build(name, ...)`` takes (minicoco: the mini-VOC it converts)."""
+    if name in ("imagefolder", "minivoc", "minicoco"):
+        return {"imagefolder": build_imagefolder}.get(name, build_minivoc)
     if name == "deepforest":
         from moco_bench.data.deepforest import build_deepforest_voc
 
-        return build_deepforest_voc(root / "deepforest", **options)
+        return build_deepforest_voc
     if name in SEGMENTATION_BUILDERS:  # their own modules (moco_bench/data/<name>.py), which import this one
-        module = importlib.import_module(f"moco_bench.data.{name}")
-        return getattr(module, f"build_{name}")(root / name, force=force, **options)
+        return getattr(importlib.import_module(f"moco_bench.data.{name}"), f"build_{name}")
     raise DataError(f"unknown embedded dataset {name!r}; known: {', '.join(NAMES)}")
+
+
+OPTION_KINDS = ((bool, (bool,)), (int, (int,)), (float, (int, float)), ((list, tuple), (list, tuple)))  # bool first
+
+
+def check_options(name: str, options: dict) -> None:
+    """Refuse, naming the option, a key the builder does not take or a value of another kind than its default
+    (``n_trainval=abc``)."""
+    params = {p.name: p.default for p in inspect.signature(_builder(name)).parameters.values()
+              if p.default is not inspect.Parameter.empty and p.name != "force"}
+    for key, value in options.items():
+        if key not in params:
+            raise ConfigError(f"embedded dataset {name}: unknown option {key!r}; options: {', '.join(params)}")
+        default = params[key]
+        kinds = next((k for t, k in OPTION_KINDS if isinstance(default, t)), ())
+        if kinds and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
+            raise ConfigError(f"embedded dataset {name}: option {key}={value!r} should be like its default "
+                              f"{default!r} ({kinds[0].__name__})")
+
+
+def build(name: str, root: Path | None = None, force: bool = False, **options) -> Path:
+    """Build embedded dataset ``name`` under ``root`` (default: the cache's ``embedded/``); returns its path."""
+    root = Path(root) if root is not None else paths.data_cache() / "embedded"
+    check_options(name, options)
+    fn = _builder(name)
+    if name == "minicoco":
+        return build_minicoco(fn(root / "minivoc", **options), root / "minicoco", force=force)
+    if name == "deepforest":  # a fixed set of real tiles: nothing to rebuild
+        return fn(root / "deepforest", **options)
+    return fn(root / name, force=force, **options)

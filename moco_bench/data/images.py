@@ -21,7 +21,7 @@ def load_rgb(path: Path) -> Image.Image:
         with open(path, "rb") as f:
             img = Image.open(f)
             img.load()
-    except (OSError, UnidentifiedImageError) as e:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:  # the bomb is no OSError
         raise DataError(f"{path}: unreadable image ({e})") from None
     if img.mode in _WIDE:
         return _scaled(img, path).convert("RGB")

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 from moco_bench.core.errors import ConfigError, MocoBenchError
 from moco_bench.core.registry import Registry
-from moco_bench.core.schema import MISSING, field
+from moco_bench.core.schema import MAX_SIDE, MISSING, field
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # result files and job names are made from it
 
@@ -125,9 +125,9 @@ class Data:
 class TestTransform:
     """Shorter edge to ``resize``, then a center ``crop`` and/or a ``square`` resize."""
 
-    resize: int = field(min=1)
-    crop: Optional[int] = field(None, min=1)
-    square: Optional[int] = field(None, min=1)
+    resize: int = field(min=1, max=MAX_SIDE)
+    crop: Optional[int] = field(None, min=1, max=MAX_SIDE)
+    square: Optional[int] = field(None, min=1, max=MAX_SIDE)
 
 
 @dataclass
@@ -143,7 +143,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 @dataclass
 class Features:
-    layers: List[str] = field(choices=LAYERS, each=True)
+    layers: List[str] = field(choices=LAYERS, each=True, nonempty=True)
     pooling: Dict[str, Any] = MISSING  # layer -> {kernel, stride, padding} or {output_size}
     precision: str = field(choices=PRECISIONS)
     channels_last: bool = MISSING

@@ -38,6 +38,34 @@ def latest_checkpoint(out_dir: Path) -> Optional[Path]:
     return found[-1][1] if found else None
 
 
+class UnreadableCheckpoint(CheckpointError):
+    """The file does not read as a checkpoint at all (a write cut short, another kind of file)."""
+
+
+def latest_readable(out_dir: Path, cfg_model) -> Tuple[Optional[Path], Optional[Dict[str, Any]]]:
+    """The newest checkpoint in ``out_dir`` that reads, loaded (``resume=auto``); a newer one that does not read
+    (a write cut short by a crash) is named in a warning and skipped. (None, None) when there is none at all."""
+    found = [p for _, p in reversed(_epoch_checkpoints(out_dir))]
+    for path in found:
+        try:
+            return path, load_for_resume(path, cfg_model)
+        except UnreadableCheckpoint as e:
+            log.warning("%s; resuming from the checkpoint before it (this file is kept, and replaced when its "
+                        "epoch is saved again)", e)
+    if found:
+        raise CheckpointError(f"{out_dir}: none of its {len(found)} checkpoints reads ({found[0].name} ... "
+                              f"{found[-1].name}); move them away to start afresh, or pass resume=<a good copy>")
+    return None, None
+
+
+def sweep_temporaries(out_dir: Path) -> None:
+    """Remove the temporaries of checkpoint writes that were cut short (the run that owns ``out_dir`` is this
+    one: none of them can still be written)."""
+    for tmp in Path(out_dir).glob(".checkpoint_*.pth.tar.*.tmp"):
+        log.warning("%s: removing %s, left by an interrupted checkpoint write", out_dir, tmp.name)
+        tmp.unlink(missing_ok=True)
+
+
 def prune(out_dir: Path, keep: Optional[int]) -> None:
     """Delete all but the ``keep`` newest epoch checkpoints (None keeps all, as main_moco.py does)."""
     if keep is None:
@@ -87,7 +115,8 @@ def load_for_resume(path: Path, cfg_model) -> Dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        raise UnreadableCheckpoint(f"{path}: not a readable checkpoint ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0] if str(e) else ''})") from None
     keys = set(ckpt) if isinstance(ckpt, dict) else set()
     missing = {"epoch", "arch", "state_dict", "optimizer", "scheduler", "rng"} - keys
     if missing:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from moco_bench.core.schema import MISSING, field
+from moco_bench.core.schema import MAX_SIDE, MISSING, field
 from moco_bench.evaluators.schema import NAME, Data, TestTransform
 
 
@@ -41,7 +41,7 @@ class Model:
 @dataclass
 class Augment:
     kind: str = field(choices=("moco_v1", "moco_v2"))
-    crop: int = field(min=1)
+    crop: int = field(min=1, max=MAX_SIDE)
     scale: List[float] = field(min=0, max=1, each=True)
     jitter: List[float] = field(min=0, each=True)
     grayscale_p: float = field(min=0, max=1)

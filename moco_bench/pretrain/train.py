@@ -24,8 +24,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from moco_bench.core import distributed
-from moco_bench.core.atomic import atomic_write_text
-from moco_bench.core.config import resolved
+from moco_bench.core.atomic import atomic_write_text, human_bytes
+from moco_bench.core.config import differences, is_free, resolved
+from moco_bench.core.env import available_memory
 from moco_bench.core.errors import ConfigError, ResultExistsError, TrainingDiverged
 from moco_bench.core.progress import bar
 from moco_bench.models.moco import MoCo
@@ -60,17 +61,30 @@ def check_config(cfg: DictConfig, world_size: int) -> None:
         raise ConfigError(f"{src}: transform.kind {cfg.transform.kind} needs transform.{', transform.'.join(missing)}")
 
 
-def resume_path(cfg: DictConfig, out_dir: Path) -> Optional[Path]:
-    """``resume``: a checkpoint path, ``auto`` (the latest in ``output_dir``, if any) or null (a fresh run)."""
-    latest = checkpoint.latest_checkpoint(out_dir)
+def check_memory(cfg: DictConfig, device: torch.device, world_size: int) -> None:
+    """The queue, its copy in each step and one step's logits (with their gradient) must fit the device: a
+    queue of 10^9 keys would otherwise end in an allocation traceback after the data is read."""
+    dim, K, per_rank = int(cfg.model.dim), int(cfg.model.K), int(cfg.data.batch_size) // world_size
+    queue, logits = 4 * dim * K, 4 * per_rank * (K + 1)
+    need, have = 2 * queue + 3 * logits, available_memory(device)
+    if have is not None and need > have:
+        raise ConfigError(f"{cfg.get('_source_', 'config')}: model.K={K:,} with model.dim={dim}: the queue takes "
+                          f"{human_bytes(queue)} and one step's logits {human_bytes(logits)} per process (about "
+                          f"{human_bytes(need)} in all); {device} has {human_bytes(have)} available")
+
+
+def resume_from(cfg: DictConfig, out_dir: Path):
+    """``resume``: a checkpoint path, ``auto`` (the newest in ``output_dir`` that reads, if any) or null (a fresh
+    run). Returns (path, loaded checkpoint) or (None, None)."""
     if cfg.resume == "auto":
-        return latest
+        return checkpoint.latest_readable(out_dir, cfg.model)
     if cfg.resume:
-        return Path(cfg.resume)
+        return Path(cfg.resume), checkpoint.load_for_resume(Path(cfg.resume), cfg.model)
+    latest = checkpoint.latest_checkpoint(out_dir)
     if latest is not None:
         raise ResultExistsError(f"{out_dir} already holds {latest.name}: pass resume=auto to continue that run, "
                                 "or choose another output_dir")
-    return None
+    return None, None
 
 
 def build_monitor(cfg: DictConfig) -> Optional[KnnMonitor]:
@@ -109,8 +123,25 @@ def preflight(cfg: DictConfig, world_size: int):
     (None, None); run again by each job, and before submitting one."""
     check_config(cfg, world_size)
     recipe_record(cfg)  # the shipped recipe it names exists
-    resume = resume_path(cfg, Path(cfg.output_dir))
-    return (resume, checkpoint.load_for_resume(resume, cfg.model)) if resume else (None, None)
+    resume, ckpt = resume_from(cfg, Path(cfg.output_dir))
+    if ckpt is not None:
+        check_same_run(cfg, ckpt, resume)
+    return resume, ckpt
+
+
+def check_same_run(cfg: DictConfig, ckpt: dict, path: Path) -> None:
+    """A resumed run continues the one that wrote ``ckpt``: the optimizer and the schedule come back from the
+    checkpoint, so a changed number (say optim.lr) would be recorded but never used. Only the recipe's free keys
+    and a longer ``optim.epochs`` may differ."""
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict):
+        return
+    free = {**dict(cfg.recipe.free_keys), "recipe": "", "optim.epochs": "", "_source_": ""}
+    changed = {k: v for k, v in differences(saved, resolved(cfg)).items() if not is_free(k, free)}
+    if changed:
+        said = "; ".join(f"{k} {v['protocol']} -> {v['run']}" for k, v in list(changed.items())[:4])
+        raise ConfigError(f"{path}: resuming continues the run that wrote it, but this config changes {said}; "
+                          "resume with that run's values or start a new output_dir")
 
 
 def build_training(cfg: DictConfig, env: distributed.DistEnv):
@@ -160,7 +191,10 @@ def recorded_config(cfg: DictConfig) -> dict:
 
 def _pretrain(cfg: DictConfig, env: distributed.DistEnv) -> Optional[Path]:
     resume, ckpt = preflight(cfg, env.world_size)
+    check_memory(cfg, env.device, env.world_size)
     out_dir = Path(cfg.output_dir)
+    if env.is_main and out_dir.is_dir():
+        checkpoint.sweep_temporaries(out_dir)
     dataset = build_dataset(cfg)
     monitor = build_monitor(cfg)  # on every rank, so that a bad path stops them all (rank 0 alone uses it)
     random.seed(cfg.seed + env.rank)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from moco_bench.convert import write_detectron2
 from moco_bench.core.atomic import atomic_write_text
@@ -40,8 +40,8 @@ from moco_bench.core.config import resolved
 from moco_bench.core.env import strict_fp32
 from moco_bench.core.errors import ConfigError, MissingDependency, TrainingDiverged
 from moco_bench.core.paths import project_file
-from moco_bench.core.schema import flatten
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput, needs
+from moco_bench.evaluators.detection.d2config import d2_opts, merge_d2_file
 from moco_bench.evaluators.detection.trial_log import log_to
 
 log = logging.getLogger(__name__)
@@ -89,36 +89,6 @@ def require_detectron2() -> None:
 
 def _source(cfg: DictConfig) -> str:
     return str(cfg.get("_source_", "config"))
-
-
-def merge_d2_file(d2, path: Path, source: str) -> None:
-    """Merge a detectron2 YAML (and every ``_BASE_`` it names) with the safe YAML loader.
-
-    detectron2's ``merge_from_file`` defaults to ``allow_unsafe=True``, which retries a file the safe loader
-    refuses with ``yaml.unsafe_load``: a ``!!python/object/apply`` tag would then run code. Here such a file
-    is an error naming it.
-    """
-    import yaml
-
-    try:
-        d2.merge_from_file(str(path), allow_unsafe=False)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: detectron2 config {path} is not plain YAML (tags that construct Python "
-                          f"objects are refused; nothing was run): {str(e).splitlines()[0]}") from None
-
-
-def d2_opts(overrides) -> List:
-    """``d2_overrides`` (a detectron2 config tree) as ``merge_from_list`` takes it: ``[KEY, value, KEY, value]``
-    with dotted keys; lists become tuples, as detectron2's YAML loader gives them."""
-    tree = OmegaConf.to_container(overrides, resolve=True) if OmegaConf.is_config(overrides) else overrides or {}
-    flat: List = []
-    for key, value in flatten(tree).items():
-        flat += [key, _tuples(value)]
-    return flat
-
-
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def protocol_d2_config(cfg: DictConfig, arch: str, task: Task | None = None):

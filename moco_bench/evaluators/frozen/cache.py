@@ -10,7 +10,6 @@ full disk is an ordinary error naming the file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -21,8 +20,9 @@ from typing import Any, Dict, Mapping, Sequence
 
 import numpy as np
 
-from moco_bench.core.atomic import atomic_write_text
+from moco_bench.core.atomic import atomic_write_text, human_bytes, named
 from moco_bench.core.errors import DataError
+from moco_bench.core.locks import waiting
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ def check_free_space(folder: Path, nbytes: int, what: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if nbytes * 1.01 > free:
-        raise DataError(f"{what}: the features need {nbytes / 2**30:.2f} GiB in {folder}, which has "
-                        f"{free / 2**30:.2f} GiB free; free space or point $MOCO_BENCH_DATA elsewhere")
+        raise DataError(f"{what}: the features need {human_bytes(nbytes)} in {folder}, which has "
+                        f"{human_bytes(free)} free; free space or point $MOCO_BENCH_DATA elsewhere")
 
 
 class RowWriter:
@@ -52,15 +52,21 @@ class RowWriter:
         np.lib.format.write_array_header_1_0(self.file, header)
 
     def write(self, rows: np.ndarray) -> None:
-        self.file.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+        try:
+            self.file.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+        except OSError as e:  # a full disk: say which file
+            raise named(e, self.tmp) from e
         self.rows += len(rows)
 
     def finish(self) -> None:
         if self.rows != self.n:
             raise DataError(f"{self.path}: {self.rows} rows written, {self.n} expected")
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+        except OSError as e:
+            raise named(e, self.tmp) from e
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:
@@ -156,16 +162,11 @@ class CacheEntry:
 
     @contextlib.contextmanager
     def lock(self):
-        """Serialize extraction of one entry between processes (a suite may run evaluators side by side); the
-        holder first sweeps what interrupted writers left."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                self.sweep()
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        """Serialize extraction of one entry between processes (a suite may run evaluators side by side: the
+        second waits, saying for whom); the holder first sweeps what interrupted writers left."""
+        with waiting(self.dir / ".lock", f"feature cache {self.dir}"):
+            self.sweep()
+            yield
 
 
 

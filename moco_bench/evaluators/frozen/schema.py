@@ -17,7 +17,7 @@ class FrozenFeatures(Features):
 @dataclass
 class SVM:
     backend: str = field(choices=("cyanure", "sklearn"))
-    costs: List[float] = field(min=1e-12, each=True)
+    costs: List[float] = field(min=1e-12, each=True, nonempty=True)
     class_weight: Dict[str, float] = MISSING  # {positive, negative}
     intercept_scaling: float = field(min=1e-12)
     loss: str = field(choices=("squared_hinge",))
@@ -36,15 +36,15 @@ class SVM:
 
 @dataclass
 class Lowshot:
-    k: List[int] = field(min=1, each=True)
-    seeds: List[int] = MISSING
+    k: List[int] = field(min=1, each=True, nonempty=True)
+    seeds: List[int] = field(each=True, nonempty=True)
     negatives_per_positive: Optional[int] = field(None, min=1)
     cost_selection: str = field(choices=("cv", "test"))
 
 
 @dataclass
 class KNN:
-    k: List[int] = field(min=1, each=True)
+    k: List[int] = field(min=1, each=True, nonempty=True)
     temperature: float = field(min=1e-6)
     query_chunk: int = field(min=1)
     train_chunk: int = field(min=1)

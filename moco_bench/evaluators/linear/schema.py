@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
-from moco_bench.core.schema import MISSING, field
+from moco_bench.core.schema import MAX_SIDE, MISSING, field
 from moco_bench.evaluators.schema import Data, Evaluation, Features, Transform, register_schema
 
 
@@ -19,9 +19,9 @@ class Lighting:
 @dataclass
 class TrainTransform:
     kind: str = field(choices=("random_resized_crop", "resize_random_crop"))
-    crop: int = field(min=1)
+    crop: int = field(min=1, max=MAX_SIDE)
     scale: Optional[List[float]] = field(None, min=0, max=1, each=True)  # random_resized_crop
-    resize: Optional[int] = field(None, min=1)  # resize_random_crop
+    resize: Optional[int] = field(None, min=1, max=MAX_SIDE)  # resize_random_crop
     jitter: Optional[List[float]] = field(None, min=0, each=True)
     lighting: Optional[Lighting] = None
 
