@@ -185,6 +185,89 @@ def make_dino_checkpoint(model: nn.Module, path: Path, epoch: int = 100, out_dim
                  path, extra)
 
 
+def exclude_bias_and_norm(p):
+    """barlowtwins' main.py keeps this function in its LARS param groups, so torch.save pickles it by name."""
+    return p.ndim == 1
+
+
+def make_swav_checkpoint(model: nn.Module, path: Path, epoch: int = 100, dim: int = 16, hidden: int = 32,
+                         prototypes: int = 24) -> BuiltCheckpoint:
+    """facebookresearch/swav main_swav.py: {epoch (done), state_dict of the DDP-wrapped src/resnet50.py ResNet,
+    whose projection_head (Linear, BatchNorm1d, ReLU, Linear) and prototypes sit beside the trunk, optimizer
+    (LARC's), amp (apex)}."""
+    width = model.fc.in_features
+    head = nn.Sequential(nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, dim))
+    extra = {**_prefixed("module.projection_head.", head.state_dict()),
+             "module.prototypes.weight": torch.randn(prototypes, dim)}
+    state = {**_prefixed("module.", backbone_state(model)), **extra}
+    return _save({"epoch": epoch, "state_dict": state, "optimizer": {"state": {}, "param_groups": []},
+                  "amp": {"loss_scaler0": {"loss_scale": 65536.0, "unskipped": 0}}}, path, extra)
+
+
+def make_barlowtwins_checkpoint(model: nn.Module, path: Path, epoch: int = 300, sizes=(32, 32)) -> BuiltCheckpoint:
+    """facebookresearch/barlowtwins main.py checkpoint.pth: {epoch (done), model (BarlowTwins under DDP:
+    backbone with fc = Identity, projector of Linear/BatchNorm1d/ReLU, bn = BatchNorm1d(affine=False)),
+    optimizer (LARS, whose param groups hold exclude_bias_and_norm)}."""
+    dims = [model.fc.in_features, *sizes]
+    layers = []
+    for i in range(len(dims) - 2):
+        layers += [nn.Linear(dims[i], dims[i + 1], bias=False), nn.BatchNorm1d(dims[i + 1]), nn.ReLU()]
+    projector = nn.Sequential(*layers, nn.Linear(dims[-2], dims[-1], bias=False))
+    extra = {**_prefixed("module.projector.", projector.state_dict()),
+             **_prefixed("module.bn.", nn.BatchNorm1d(dims[-1], affine=False).state_dict())}
+    state = {**_prefixed("module.backbone.", backbone_state(model)), **extra}
+    groups = [{"params": [0], "lr": 0.2, "weight_decay": 1e-6, "momentum": 0.9, "eta": 0.001,
+               "weight_decay_filter": exclude_bias_and_norm, "lars_adaptation_filter": exclude_bias_and_norm}]
+    return _save({"epoch": epoch, "model": state, "optimizer": {"state": {}, "param_groups": groups}}, path, extra)
+
+
+def make_bolts_moco_checkpoint(model: nn.Module, path: Path, epoch: int = 9, dim: int = 16, queue_len: int = 32,
+                               version: str = "Moco_v2") -> BuiltCheckpoint:
+    """Lightning Bolts, a Lightning checkpoint. Moco_v2 (pl_bolts/models/self_supervised/moco/moco2_module.py):
+    encoder_q/encoder_k (torchvision ResNets, fc an MLP with use_mlp), buffers queue, queue_ptr, val_queue,
+    val_queue_ptr. MoCo (moco_module.py): encoder_q/encoder_k (fc = Linear), head_q/head_k, and the queues as
+    RepresentationQueue modules (queue.representations, queue.pointer, val_queue.*)."""
+    width = model.fc.in_features
+    encoder_q = copy.deepcopy(model)
+    encoder_q.fc = _mlp(width, width, dim) if version == "Moco_v2" else nn.Linear(width, dim)
+    q_state = encoder_q.state_dict()
+    queues = {}
+    for name in ("queue", "val_queue"):
+        if version == "Moco_v2":
+            queues.update({name: F.normalize(torch.randn(dim, queue_len), dim=0),
+                           f"{name}_ptr": torch.zeros(1, dtype=torch.long)})
+        else:
+            queues.update({f"{name}.representations": F.normalize(torch.randn(dim, queue_len), dim=0),
+                           f"{name}.pointer": torch.zeros([], dtype=torch.long)})
+    heads = {} if version == "Moco_v2" else {**_prefixed("head_q.", _mlp(dim, dim, dim).state_dict()),
+                                               **_prefixed("head_k.", _mlp(dim, dim, dim).state_dict())}
+    extra = {**_prefixed("encoder_q.", {k: v for k, v in q_state.items() if k.startswith("fc.")}),
+             **_prefixed("encoder_k.", _perturbed(q_state)), **heads, **queues}
+    state = {**_prefixed("encoder_q.", q_state), **extra}
+    return _save({"epoch": epoch, "global_step": 100, "pytorch-lightning_version": "1.9.5", "state_dict": state,
+                  "loops": {}, "callbacks": {}, "optimizer_states": [], "lr_schedulers": [],
+                  "hyper_parameters": {"base_encoder": "resnet18", "emb_dim": dim, "use_mlp": True}}, path, extra)
+
+
+def make_byol_checkpoint(model: nn.Module, path: Path, projection: int = 16, hidden: int = 32) -> BuiltCheckpoint:
+    """lucidrains/byol-pytorch byol_pytorch.py, BYOL(net).state_dict(): net (the ResNet, fc included), the same
+    module again as online_encoder.net, online_encoder.projector and online_predictor (MLP: Linear, BatchNorm1d,
+    ReLU, Linear), and target_encoder (a deep copy of online_encoder, created by the first forward)."""
+    width = model.fc.in_features
+    net = model.state_dict()
+    online = {**_prefixed("net.", net), **_prefixed("projector.", _byol_mlp(width, projection, hidden))}
+    target = {**_prefixed("net.", _perturbed(net)), **_prefixed("projector.", _byol_mlp(width, projection, hidden))}
+    state = {**_prefixed("net.", net), **_prefixed("online_encoder.", online),
+             **_prefixed("online_predictor.", _byol_mlp(projection, projection, hidden)),
+             **_prefixed("target_encoder.", target)}
+    return _save(state, path, set(state) - {f"net.{k}" for k in backbone_state(model)})
+
+
+def _byol_mlp(dim: int, projection: int, hidden: int) -> dict[str, torch.Tensor]:
+    return nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, projection)) \
+        .state_dict()
+
+
 def make_torchvision_checkpoint(model: nn.Module, path: Path) -> BuiltCheckpoint:
     """A plain torchvision state dict, classifier included."""
     return _save(model.state_dict(), path, ("fc.weight", "fc.bias"))
@@ -199,4 +282,8 @@ BUILDERS = {
     "lightly": make_lightly_checkpoint,
     "dino": make_dino_checkpoint,
     "torchvision": make_torchvision_checkpoint,
+    "swav": make_swav_checkpoint,
+    "barlowtwins": make_barlowtwins_checkpoint,
+    "bolts-moco": make_bolts_moco_checkpoint,
+    "byol-pytorch": make_byol_checkpoint,
 }

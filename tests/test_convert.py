@@ -39,7 +39,7 @@ BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 # Epochs completed: solo-learn and lightly (Lightning, no loop state in these files) store the index of the
 # epoch that just finished, so 399 reads 400.
 EPOCHS = {"moco": 200, "mocov3": 100, "mmselfsup": 200, "vissl": 200, "solo-learn": 400, "lightly": 101,
-          "dino": 100, "torchvision": None}
+          "dino": 100, "torchvision": None, "swav": 100, "barlowtwins": 300, "bolts-moco": 10, "byol-pytorch": None}
 # (format, builder keyword arguments): every layout, plus the variants a layout comes in.
 LAYOUTS = [pytest.param(name, {}, id=name) for name in BUILDERS] + [
     pytest.param("moco", {"mlp": False}, id="moco-v1-linear-fc"),
@@ -47,6 +47,7 @@ LAYOUTS = [pytest.param(name, {}, id=name) for name in BUILDERS] + [
     pytest.param("mmselfsup", {"version": "0.x"}, id="mmselfsup-0.x"),
     pytest.param("lightly", {"sequential": False}, id="lightly-named-children"),
     pytest.param("lightly", {"prefix": "model."}, id="lightly-model-prefix"),
+    pytest.param("bolts-moco", {"version": "MoCo"}, id="bolts-moco-refactored"),
 ]
 
 

@@ -52,6 +52,8 @@ SECOND_COPIES = [
     ("solo-learn", {}, "momentum", "momentum_backbone"),
     ("lightly", {}, "momentum", "backbone_momentum"),
     ("dino", {}, "student", "student.backbone"),
+    ("bolts-moco", {}, "momentum", "encoder_k"),
+    ("byol-pytorch", {}, "momentum", "target_encoder.net"),
 ]
 
 

@@ -15,9 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from moco_bench.convert import layouts  # noqa: F401  (registers the formats)
+from moco_bench.convert import (
+    layouts,  # noqa: F401  (registers the formats)
+    variants,
+)
 from moco_bench.convert.arch import CLASSIFIER_KEYS, build_resnet, declared_arch, expected_shapes, recognize_arch
-from moco_bench.convert.formats import FORMATS, Copy, Format, detect_format, flatten, leaves_of_type
+from moco_bench.convert.formats import FORMATS, Copy, Format, SharedTooOften, detect_format, flatten, leaves_of_type
 from moco_bench.convert.inert_pickle import Placeholder
 from moco_bench.convert.loading import LoadedFile, read_checkpoint
 from moco_bench.convert.recipe import recipe_of
@@ -105,6 +108,8 @@ def load_backbone(path: str | Path, fmt: str | None = None, allow_missing: bool 
         return _convert(Path(path), fmt, allow_missing, weights)
     except RecursionError:
         raise CheckpointError(f"{path}: nested too deeply to be a checkpoint") from None
+    except SharedTooOften as e:
+        raise CheckpointError(f"{path}: refused: {e}") from None
 
 
 def _convert(path: Path, fmt: str | None, allow_missing: bool, weights: str | None) -> ConvertedBackbone:
@@ -120,8 +125,12 @@ def _convert(path: Path, fmt: str | None, allow_missing: bool, weights: str | No
     layout = FORMATS.get(fmt) if fmt else detect_format(ckpt, source)
     _require_plain_weights(layout, loaded, source)
     split = layout(ckpt, source, weights)
-    arch, arch_note = recognize_arch({k: t for k, (_, t) in split.backbone.items()}, source, declared_arch(ckpt))
-    report = KeyReport(source=source, format=layout.name, location=split.location, arch=arch, arch_note=arch_note,
+    tensors = {k: t for k, (_, t) in split.backbone.items()}
+    variants.check_tensors(tensors, source)
+    declared = variants.check_declared(ckpt, path, layout.name)
+    arch, arch_note = recognize_arch(tensors, source, declared_arch(ckpt))
+    report = KeyReport(source=source, format=layout.name, location=split.location, arch=arch,
+                       arch_note="; ".join(filter(None, (arch_note, declared))),
                        epoch=split.epochs.completed, epoch_note=split.epochs.how, weights=split.weights,
                        copies=split.copies, reader=loaded.reader, placeholders=loaded.placeholders,
                        dropped=dict(split.dropped), unexpected=list(split.unexpected))
@@ -152,8 +161,12 @@ def _fit(backbone: dict[str, tuple[str, torch.Tensor]], arch: str, report: KeyRe
             report.shape_mismatches[key] = {"file_key": file_key, "checkpoint": list(tensor.shape),
                                             "expected": list(shape)}
             continue
-        state[key] = tensor
         report.used[file_key] = key
+        if tensor.is_floating_point():  # the evaluators' networks are float32; the report keeps what the file held
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            report.source_dtypes[dtype] = report.source_dtypes.get(dtype, 0) + 1
+            tensor = tensor.float()
+        state[key] = tensor
     for key, (file_key, _) in backbone.items():
         if key in CLASSIFIER_KEYS:
             report.dropped[file_key] = "classifier"
@@ -162,13 +175,15 @@ def _fit(backbone: dict[str, tuple[str, torch.Tensor]], arch: str, report: KeyRe
     return state
 
 
-# A ResNet's first residual block, under any prefix: torchvision/timm/mmcv, Sequential children, detectron2.
-_RESNET_BLOCK = re.compile(r"(^|\.)(layer1|4|res2)\.0\.conv1\.weight$")
+# A ResNet's first residual block, under any prefix: torchvision/timm/mmcv, Sequential children, detectron2,
+# transformers.
+_RESNET_BLOCK = re.compile(r"(^|\.)((layer1|4|res2)\.0\.conv1|encoder\.stages\.0\.layers\.0\.layer\.0\."
+                           r"convolution)\.weight$")
 
 
 def _require_resnet(ckpt: Mapping, source: str) -> None:
     """Say "not a ResNet" before anything about layouts when no tensor of the file belongs to one."""
-    keys = [e.key.split(".") for e in flatten(ckpt, wrappers=())]
+    keys = [e.name.split(".") for e in flatten(ckpt, wrappers=())]
     if any(_RESNET_BLOCK.search(".".join(k)) for k in keys):
         return
     if not keys:

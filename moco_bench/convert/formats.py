@@ -10,7 +10,9 @@ Each copy has a role (``model``, ``ema``, ``teacher``, ``student``, ``momentum``
 the format's reference evaluation loads, and ``weights`` picks another role or a copy by its key prefix.
 Two copies in the default role that differ make the file ambiguous: it is refused unless a copy is chosen.
 Every key belongs to the longest drop or copy prefix it matches, so a head inside a copy can be dropped
-while the copy is kept.
+while the copy is kept. Names lose the wrapper prefixes a layout declares (DistributedDataParallel's
+``module.``) and, anywhere in the chain, the ``_orig_mod.`` that ``torch.compile`` puts before a compiled
+module's keys, before any layout looks at them.
 """
 
 from __future__ import annotations
@@ -22,12 +24,21 @@ from typing import Any, NamedTuple
 
 import torch
 
+from moco_bench.convert.rebuild import brief
 from moco_bench.core.errors import CheckpointError
 from moco_bench.core.registry import Registry
 
 FORMATS = Registry("checkpoint format")
 _ORDER: list[str] = []
 ROLES = ("model", "ema", "teacher", "student", "momentum")
+COMPILED = "_orig_mod"  # torch.compile's OptimizedModule keeps the compiled module under this name
+# Entries one walk over a checkpoint's nested mappings may visit: a ResNet-152 with two copies and its optimizer
+# state has a few thousand. Mappings that hold the same mapping twice, 40 deep, would give 2^40.
+MAX_VISITS = 200_000
+
+
+class SharedTooOften(ValueError):
+    """Nested mappings that reference the same mappings over and over (a "billion laughs" file)."""
 
 
 class Entry(NamedTuple):
@@ -72,35 +83,38 @@ def matches(name: str, prefix: str) -> bool:
 
 
 def _strip(key: str, wrappers: tuple[str, ...]) -> str:
-    parts = key.split(".")
+    parts = [p for p in key.split(".") if p != COMPILED] or [key]
     while len(parts) > 1 and parts[0] in wrappers:
         parts = parts[1:]
     return ".".join(parts)
 
 
-def flatten(tree: Mapping, wrappers: tuple[str, ...] = ("module",), key: str = "", name: str = "") -> list[Entry]:
-    """Tensors of a (possibly nested) mapping, keyed by dotted paths; other values are not model weights."""
-    out = []
+def _key_text(key) -> str:
+    return key if isinstance(key, str) else brief(key)
+
+
+def _walk(tree: Mapping, wrappers: tuple[str, ...], visits: list[int], key: str = "", name: str = ""):
+    """(key, name, value) of every leaf of nested mappings, counting visits against :data:`MAX_VISITS`."""
     for k, value in tree.items():
-        sub_key, sub_name = f"{key}{k}", f"{name}{_strip(str(k), wrappers)}"
+        visits[0] += 1
+        if visits[0] > MAX_VISITS:
+            raise SharedTooOften(f"walking its nested mappings visits more than {MAX_VISITS:,} entries: mappings "
+                                 f"that hold the same mappings over and over (a 'billion laughs' file)")
+        sub_key, sub_name = f"{key}{_key_text(k)}", f"{name}{_strip(_key_text(k), wrappers)}"
         if isinstance(value, Mapping):
-            out += flatten(value, wrappers, sub_key + ".", sub_name + ".")
-        elif isinstance(value, torch.Tensor):
-            out.append(Entry(sub_key, sub_name, value))
-    return out
+            yield from _walk(value, wrappers, visits, sub_key + ".", sub_name + ".")
+        else:
+            yield sub_key, sub_name, value
+
+
+def flatten(tree: Mapping, wrappers: tuple[str, ...] = ("module",)) -> list[Entry]:
+    """Tensors of a (possibly nested) mapping, keyed by dotted paths; other values are not model weights."""
+    return [Entry(k, n, v) for k, n, v in _walk(tree, wrappers, [0]) if isinstance(v, torch.Tensor)]
 
 
 def leaves_of_type(tree: Mapping, kind: type, wrappers: tuple[str, ...] = ()) -> list[tuple[str, str, Any]]:
     """(key, name, value) of every value of type ``kind`` in nested mappings, keyed as :func:`flatten` does."""
-    out = []
-    for k, value in tree.items():
-        key, name = str(k), _strip(str(k), wrappers)
-        if isinstance(value, kind):
-            out.append((key, name, value))
-        elif isinstance(value, Mapping):
-            out += [(f"{key}.{sub_key}", f"{name}.{sub_name}", v)
-                    for sub_key, sub_name, v in leaves_of_type(value, kind, wrappers)]
-    return out
+    return [(k, n, v) for k, n, v in _walk(tree, wrappers, [0]) if isinstance(v, kind)]
 
 
 @dataclass(frozen=True)
@@ -272,7 +286,7 @@ def format_names() -> list[str]:
 
 
 def _top_keys(ckpt: Mapping, limit: int = 20) -> str:
-    keys = [str(k) for k in ckpt]
+    keys = [_key_text(k) for k in ckpt]
     return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 

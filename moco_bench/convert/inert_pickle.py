@@ -28,6 +28,7 @@ import struct
 from typing import Any, Callable
 
 from moco_bench.convert import rebuild
+from moco_bench.convert.pickle_scan import scan
 
 # Globals whose only use in a pickle is to run commands or code, read or write files, or load more pickles.
 _HOSTILE_MODULES = frozenset({
@@ -94,12 +95,17 @@ class InertUnpickler(pickle._Unpickler):
 
     def __init__(self, file: io.BufferedIOBase, storage: Callable[[tuple], Any] | None = None):
         super().__init__(file, encoding="utf-8")
+        self._source = file
         self._storage = storage
         self._globals: dict[str, Placeholder] = {}
         self.placeholders: set[str] = set()
         self.hostile: list[str] = []
 
     def load(self) -> Any:
+        """The object, after :func:`~moco_bench.convert.pickle_scan.scan` has checked the pickle's shape."""
+        start = self._source.tell()
+        scan(self._source)
+        self._source.seek(start)
         try:
             return super().load()
         except pickle.UnpicklingError:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from moco_bench.convert import hf_names
 from moco_bench.convert.d2_names import torchvision_key
 from moco_bench.convert.formats import Copy, Epochs, Format, register_format
 
@@ -117,6 +118,18 @@ def _children_state(ckpt: Mapping) -> tuple[str, Mapping] | None:
     return _state_dict(ckpt)
 
 
+def _lightning(ckpt: Mapping) -> tuple[str, Mapping] | None:
+    """A PyTorch Lightning checkpoint's ``state_dict``."""
+    return _state_dict(ckpt) if "pytorch-lightning_version" in ckpt else None
+
+
+def _trained_model(ckpt: Mapping) -> tuple[str, Mapping] | None:
+    """``model`` of a training script's ``{epoch, model, optimizer}`` (barlowtwins' main.py)."""
+    if isinstance(ckpt.get("model"), Mapping) and "epoch" in ckpt and "optimizer" in ckpt:
+        return "model", ckpt["model"]
+    return None
+
+
 # torchvision ResNet children in order; lightly's examples keep them as nn.Sequential(*children[:-1]).
 _SEQUENTIAL = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 
@@ -125,6 +138,52 @@ def _from_sequential(rest: str) -> str:
     head, _, tail = rest.partition(".")
     return f"{_SEQUENTIAL.get(head, head)}.{tail}"
 
+
+# The producers below are read key for key from their source (the file each description names).
+register_format(Format(
+    name="hf-resnet", description="Hugging Face transformers ResNetModel / ResNetForImageClassification "
+                                  "(save_pretrained; transformers/models/resnet/modeling_resnet.py)",
+    locate=_state_dict, copies=(Copy("model", "", "backbone"),),
+    reference="transformers' ResNetModel is the backbone of ResNetForImageClassification", epochs=_no_epochs,
+    drop={"classifier": "classifier", "pooler": "pooling"}, signals=("embedder.embedder",),
+    wrappers=("module", "resnet"), rename=hf_names.torchvision_key))
+
+register_format(Format(
+    name="byol-pytorch", description="byol-pytorch BYOL learner (lucidrains/byol-pytorch byol_pytorch.py: net, "
+                                     "online_encoder.{net,projector}, online_predictor, target_encoder)",
+    locate=_state_dict,
+    copies=(Copy("model", "net", "online network"),
+            Copy("model", "online_encoder.net", "online network (the same module, kept twice)"),
+            Copy("momentum", "target_encoder.net", MOMENTUM)),
+    reference="byol-pytorch's README and trainer.py save the online network, learner.net", epochs=_no_epochs,
+    drop={"online_encoder.projector": PROJECTION, "target_encoder.projector": MOMENTUM,
+          "online_predictor": "prediction head"},
+    inner_drop={"fc": "classifier"}, signals=("online_encoder.net",)))
+
+# SwAV's ResNet pads by 1 (ConstantPad2d) before a conv1 of padding 2: torchvision's conv1 with padding 3.
+register_format(Format(
+    name="swav", description="SwAV / DeepCluster-v2 (facebookresearch/swav main_swav.py, src/resnet50.py: the "
+                             "ResNet with projection_head and prototypes, under DistributedDataParallel)",
+    locate=_state_dict, copies=(Copy("model", "", "backbone"),),
+    reference="swav's eval_linear.py loads the ResNet's own keys", epochs=epochs_done("swav's main_swav.py"),
+    drop={"projection_head": PROJECTION, "prototypes": "prototypes (cluster centres)"}, signals=("prototypes",)))
+
+register_format(Format(
+    name="barlowtwins", description="Barlow Twins training checkpoint (facebookresearch/barlowtwins main.py: "
+                                    "checkpoint.pth with model = BarlowTwins under DistributedDataParallel)",
+    locate=_trained_model, copies=(Copy("model", "backbone", "backbone"),),
+    reference="barlowtwins' main.py saves model.module.backbone as resnet50.pth, which evaluate.py loads",
+    epochs=epochs_done("barlowtwins' main.py"),
+    drop={"projector": PROJECTION, "bn": "normalization of the projector output"}, signals=("projector",)))
+
+register_format(Format(
+    name="bolts-moco", description="Lightning Bolts Moco_v2 / MoCo (pl_bolts/models/self_supervised/moco/"
+                                   "moco2_module.py, moco_module.py: a Lightning checkpoint)",
+    locate=_lightning, copies=(Copy("model", "encoder_q", "query encoder"), Copy("momentum", "encoder_k", MOMENTUM)),
+    reference="Bolts' MoCo, as facebookresearch/moco, evaluates encoder_q", epochs=lightning_epochs,
+    drop={"queue": QUEUE, "queue_ptr": QUEUE, "val_queue": "queue of validation keys",
+          "val_queue_ptr": "queue of validation keys", "head_q": PROJECTION, "head_k": MOMENTUM},
+    inner_drop={"fc": PROJECTION}, signals=("encoder_q",)))
 
 register_format(Format(
     name="dino", description="DINO-style teacher/student checkpoint (facebookresearch/dino)",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,6 +21,17 @@ import torch
 
 class RebuildError(ValueError):
     """A rebuilder got arguments that no honest pickle of that object contains."""
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother = 2, 40, 40
+_BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxdict = _BRIEF.maxset = _BRIEF.maxfrozenset = 4
+
+
+def brief(value) -> str:
+    """A value from a pickle, for a message: a few levels and items only, so that a container shared over and
+    over (a list of two references to the list below, 40 deep) costs no more to print than a small one."""
+    return _BRIEF.repr(value)
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,7 @@ _NUMPY_CORES = ("numpy.core", "numpy._core")
 
 def _ints(value, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or not all(type(v) is int for v in value):
-        raise RebuildError(f"{what} must be a tuple of integers, got {value!r:.80}")
+        raise RebuildError(f"{what} must be a tuple of integers, got {brief(value)}")
     return tuple(value)
 
 
@@ -146,7 +158,9 @@ _NUMERIC_KINDS = "biufc"
 
 def _numeric(dtype, what: str) -> np.dtype:
     if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS or dtype.hasobject or dtype.names:
-        raise RebuildError(f"{what}: only numeric numpy dtypes are rebuilt, got {dtype!r:.60}")
+        refused = getattr(dtype, "reason", "")  # a dtype the unpickler already kept as a placeholder says why
+        raise RebuildError(f"{what}: {refused}" if refused else
+                           f"{what}: only numeric numpy dtypes are rebuilt, got {brief(dtype)}")
     return dtype
 
 
@@ -164,7 +178,7 @@ def np_dtype(code, align=False, copy=False):
     try:
         return _numeric(np.dtype(code, align=align, copy=True), "numpy.dtype")
     except TypeError:
-        raise RebuildError(f"numpy.dtype: unknown type code {code!r:.20}") from None
+        raise RebuildError(f"numpy.dtype: unknown type code {brief(code)}") from None
 
 
 def np_scalar(dtype, data):
@@ -173,12 +187,19 @@ def np_scalar(dtype, data):
     return np.frombuffer(data, dtype=_numeric(dtype, "numpy scalar"), count=1)[0]
 
 
-def np_frombuffer(data, dtype, shape, order="C"):
-    """Protocol 5 ndarrays."""
-    if not isinstance(data, (bytes, bytearray)) or order not in ("C", "F"):
-        raise RebuildError("numpy _frombuffer takes bytes and order C or F")
-    return np.frombuffer(bytes(data), dtype=_numeric(dtype, "numpy _frombuffer")).reshape(
-        _ints(shape, "shape"), order=order)
+def np_frombuffer(data, dtype, shape, order="C", axis_order=None):
+    """Protocol 5 ndarrays: C or F order, or (numpy 2.3+, an array neither C nor F contiguous, such as a
+    channels_last weight) ``K`` with the axis order that restores the array from its memory order."""
+    if not isinstance(data, (bytes, bytearray)) or order not in ("C", "F", "K"):
+        raise RebuildError("numpy _frombuffer takes bytes and order C, F or K")
+    flat = np.frombuffer(bytes(data), dtype=_numeric(dtype, "numpy _frombuffer"))
+    shape = _ints(shape, "shape")
+    if order != "K":
+        return flat.reshape(shape, order=order)
+    axes = _ints(axis_order, "axis_order")
+    if sorted(axes) != list(range(len(shape))):
+        raise RebuildError(f"numpy _frombuffer: axis_order {brief(axes)} is not a permutation of the axes")
+    return flat.reshape(shape, order="C").transpose(axes)
 
 
 def build(obj, state) -> bool:
@@ -191,14 +212,22 @@ def build(obj, state) -> bool:
         obj.__setstate__(state)
         return True
     if isinstance(obj, np.dtype):  # numpy 2: an instance of numpy.dtypes.Float64DType ...
-        # (3, byte order, subarray, names, fields, elsize, alignment, flags): a plain dtype has no structure
-        if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[1] in ("<", ">", "|", "=")
-                and state[2:5] == (None, None, None) and all(type(v) is int for v in state[5:])):
-            raise RebuildError("only the state of a plain numeric dtype (byte order) is accepted")
+        _check_dtype_state(obj, state)
         obj.__setstate__(state)
-        _numeric(obj, "numpy dtype")
         return True
     return type(obj) is collections.OrderedDict
+
+
+def _check_dtype_state(dtype: np.dtype, state) -> None:
+    """A numeric dtype's state may differ from its own only in byte order: its size, alignment and flags are
+    numpy's to know (flags that claim object references make numpy treat raw bytes as pointers), so they are
+    checked before anything is applied."""
+    own = dtype.__reduce__()[2]  # (3, byte order, subarray, names, fields, elsize, alignment, flags)
+    orders = ("|",) if own[1] == "|" else ("<", ">", "=")
+    if not (isinstance(state, tuple) and len(state) == len(own) and state[0] == own[0] and state[1] in orders
+            and state[2:] == own[2:]):
+        raise RebuildError(f"a numpy {dtype} dtype whose state {brief(state)} is not a plain numeric dtype's "
+                           f"(only the byte order may differ)")
 
 
 REBUILDERS = {

@@ -29,6 +29,8 @@ class KeyReport:
             network in the file, chosen or not, and whether its tensors equal the chosen one's.
         reader: how the file was read; ``placeholders``: globals the file names that were kept as inert
             placeholders (never imported or run) because they are not tensors or plain values.
+        source_dtypes: dtype -> number of the floating-point tensors used that the file stored in it; all are
+            converted to float32, the evaluators' dtype (exactly from float16 and bfloat16).
     """
 
     source: str
@@ -42,6 +44,7 @@ class KeyReport:
     copies: list[dict] = field(default_factory=list)
     reader: str = ""
     placeholders: list[str] = field(default_factory=list)
+    source_dtypes: dict[str, int] = field(default_factory=dict)
     used: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
     unexpected: list[str] = field(default_factory=list)
@@ -83,6 +86,10 @@ class KeyReport:
         if self.placeholders:
             lines.append(f"  kept as inert placeholders (not weights, never imported or run): "
                          f"{', '.join(self.placeholders)}")
+        if set(self.source_dtypes) - {"float32"}:
+            stored = ", ".join(f"{n} {dtype}" for dtype, n in sorted(self.source_dtypes.items()))
+            rounded = " (float64 rounded to nearest)" if "float64" in self.source_dtypes else " (exactly)"
+            lines.append(f"  stored as {stored}; converted to float32{rounded}")
         lines.append(f"  used {len(self.used)} tensors; missing {len(self.missing)} (+ classifier "
                      f"{', '.join(self.classifier_missing)}, expected); unexpected {len(self.unexpected)}; "
                      f"shape mismatches {len(self.shape_mismatches)}")

@@ -13,30 +13,14 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from moco_bench.convert.inert_pickle import InertUnpickler
 from moco_bench.core.errors import CheckpointError
 
-# The callables numpy's own pickling uses (numpy 1 names them numpy.core.*, numpy 2 numpy._core.*).
-_reconstruct = np.zeros(1).__reduce__()[0]
-_scalar = np.float64(0).__reduce__()[0]
-_frombuffer = np.zeros(1).__reduce_ex__(5)[0]
-# What numpy arrays and scalars need, by the names numpy 1 (numpy.core) and numpy 2 (numpy._core) write.
-_NUMPY_GLOBALS = {
-    "numpy.ndarray": np.ndarray,
-    "numpy.dtype": np.dtype,
-    **{f"numpy.{core}.multiarray._reconstruct": _reconstruct for core in ("core", "_core")},
-    **{f"numpy.{core}.multiarray.scalar": _scalar for core in ("core", "_core")},
-    **{f"numpy.{core}.numeric._frombuffer": _frombuffer for core in ("core", "_core")},
-}
-# Added to torch's weights_only allowlist: metadata that training scripts save beside the weights (DINO and
-# torchvision's reference scripts save their argparse namespace; numpy scalars and arrays appear in meters).
-# numpy globals go by name so that files written under numpy 1 load under numpy 2; torch's unpickler also
-# wants the class of each numeric dtype it rebuilds (numpy.dtypes.Float64DType ...). Void, object and string
-# dtype classes stay out: BUILD on those could forge an unflagged object field.
-TORCH_SAFE_GLOBALS = [argparse.Namespace, *((fn, name) for name, fn in _NUMPY_GLOBALS.items()),
-                      *{type(np.dtype(code)) for code in np.typecodes["All"] if code not in "OSUVMm"}]
+# Added to torch's weights_only allowlist: DINO's and torchvision's reference scripts save their argparse
+# namespace. numpy is not added: torch's unpickler would apply a numpy dtype's state (its flags among it)
+# unchecked, and a forged state makes numpy read raw bytes as object pointers. Files with numpy arrays or
+# scalars go to the inert unpickler instead, which checks that state before applying it.
+TORCH_SAFE_GLOBALS = [argparse.Namespace]
 
 
 def read_pickle(path: Path) -> Any:
