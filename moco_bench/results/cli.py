@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
 
 from moco_bench.core.errors import ConfigError, DataError
@@ -26,8 +28,15 @@ def _tables(args) -> int:
                           "resamples and a confidence between 0 and 1 (e.g. 0.95)")
     published = (args.published_csv or DEFAULT_CSV) if args.published else None
     settings = Settings(resamples=args.resamples, seed=args.seed, confidence=args.confidence)
-    report = write_report(args.results, args.out, published=published, reference=reference, baseline=args.baseline,
-                          settings=settings)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        report = write_report(args.results, args.out, published=published, reference=reference,
+                              baseline=args.baseline, settings=settings)
+    for w in caught:  # a file that is not a result: one line naming it and why, not a warning with its source line
+        if str(w.message).startswith("skipping "):
+            print(f"moco-bench: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(f"report: {report}")
     return 0
 

@@ -40,7 +40,7 @@ def read_regular(path: Path | str, limit: int) -> bytes:
             raise NotReadable(f"{path}: {_kind(now.st_mode)}, not a regular file")
         if now.st_size > limit:
             raise NotReadable(f"{path}: {_mib(now.st_size)}, larger than the {_mib(limit)} such a file can be")
-        data = f.read(limit + 1)
-    if len(data) > limit:  # grew while being read
-        raise NotReadable(f"{path}: larger than the {_mib(limit)} such a file can be")
+        data = f.read(now.st_size + 1)  # read(n) allocates n bytes first: never more than the file holds
+    if len(data) > now.st_size:
+        raise NotReadable(f"{path}: grew while it was read")
     return data
