@@ -148,9 +148,11 @@ def _over_seeds(ours: pd.DataFrame) -> Dict[tuple, Dict[str, float]]:
 
 
 def _our_row(r: pd.Series, comparable: bool, text: str, seeds: Dict[str, float]) -> dict:
-    """One row of ours; a value measured over seeds shows its std, its range in the tooltip."""
+    """One row of ours; a value measured over seeds shows the std its record holds (population, as the published
+    spread beside it), its range in the tooltip; the summary gives its t interval."""
     value = _number(r["value"]) + (f" ± {seeds['std']:.2f}" if "std" in seeds else "")
-    spread = f"over seeds: min {seeds['min']:.2f}, max {seeds['max']:.2f}" if {"min", "max"} <= set(seeds) else ""
+    spread = (f"± the population std over seeds (ddof 0, as the published spreads are computed); min "
+              f"{seeds['min']:.2f}, max {seeds['max']:.2f}") if {"min", "max"} <= set(seeds) else ""
     return {"checkpoint": r["method"], "path": r["checkpoint"], "layer": r["layer"], "metric": r["metric"],
             "value": value, "value_title": spread, "reference": _reference(r), "delta": _number(r["delta"], "+.2f"),
             "verdict": verdict(comparable, r["reference"], r["within_spread"], r["spread"]),
