@@ -11,7 +11,7 @@ import pandas as pd
 from moco_bench.results.pivot import Pivot, cell_text
 
 _SPECIAL = re.compile(r"([\\`*\[\]|])")  # not "_": GitHub's Markdown keeps it literal inside a word, as names use it
-_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_HTML = {"&": "&amp;", "<": "&lt;"}  # no tag or entity without these; ">" stays readable in "data.name A -> B"
 
 
 def text(value) -> str:

@@ -41,6 +41,11 @@ def verdict(comparable, reference: str, within: str, spread) -> Dict[str, str]:
         return {"css": "na", "text": "not comparable"}
     if not reference:
         return {"css": "na", "text": "no published row"}
+    return spread_badge(within, spread)
+
+
+def spread_badge(within: str, spread) -> Dict[str, str]:
+    """Whether a delta to a published row lies within the spread it publishes (``within``/``outside``/"")."""
     if within:
         return {"css": within, "text": f"{within} ±{spread:g}"}
     return {"css": "nospread", "text": "no spread published"}
@@ -80,12 +85,14 @@ def _date_range(dates: Sequence[str]) -> str:
     return first if first == last else f"{first} – {last}"
 
 
-def _value(cell: Cell, signed: bool = False) -> dict:
-    """A pivot cell: the value, its interval below it (a dagger marks one over trials), how it was obtained."""
-    iv = cell.interval
-    return {"text": f"{cell.value:{'+' if signed else ''}.2f}", "best": cell.best,
+def _value(cell: Cell, difference: str = "") -> dict:
+    """A pivot cell: the value, its interval below it (a dagger marks one over trials), how it was obtained in the
+    tooltip; ``difference`` names the two columns of a difference (``A - B``), which is shown signed."""
+    iv, signed = cell.interval, bool(difference)
+    how = (f"{difference} = {iv.text(signed=True)}: paired, " if difference else "") + describe(iv) if iv else \
+        "no interval: the records kept no per-example outputs or trials for it"
+    return {"text": f"{cell.value:{'+' if signed else ''}.2f}", "best": cell.best, "title": how,
             "ci": (iv.bracket(signed=signed) + (" †" if iv.method == "t" else "")) if iv else "",
-            "title": describe(iv) if iv else "no interval: the record kept no per-example outputs or trials",
             "sign": "" if not signed else "up" if iv and iv.low > 0 else "down" if iv and iv.high < 0 else "ns"}
 
 
@@ -98,13 +105,10 @@ def _pivot(pivot: Pivot, roots: Dict[str, str], why: Dict[str, dict]) -> dict:
                        "root": roots.get(g.dataset, ""), "note": note, "verdict": g.verdict, "rows": [{
                            "metric": r.metric, "key": r.key,
                            "cells": [_value(r.cells[c]) if c in r.cells else None for c in pivot.columns],
-                           "diffs": [_value(r.diffs[c], signed=True) if c in r.diffs else None
+                           "diffs": [_value(r.diffs[c], pivot.diff_name(c)) if c in r.diffs else None
                                      for c in pivot.diff_columns],
-                           "diff_titles": [f"{pivot.diff_name(c)} = {r.diffs[c].interval.text(signed=True)}"
-                                           if c in r.diffs and r.diffs[c].interval else pivot.diff_name(c)
-                                           for c in pivot.diff_columns],
                            "published": r.published or "—", "published_rows": r.published_rows,
-                           "vs": [{"column": c, "delta": f"{d:+.2f}", "badge": verdict(True, "row", w, sp)}
+                           "vs": [{"column": c, "delta": f"{d:+.2f}", "badge": spread_badge(w, sp)}
                                   for c, d, w, sp in r.vs_published]} for r in g.rows]})
     return {"columns": [{"label": c, "path": pivot.paths[c], "baseline": c == pivot.baseline} for c in pivot.columns],
             "diff_columns": [{"label": c, "title": pivot.diff_name(c)} for c in pivot.diff_columns],
