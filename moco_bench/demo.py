@@ -54,12 +54,13 @@ def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List
     loaded = load_suite(project_file(suite), suite_overrides)
     pixel_suite = replace(loaded, entries=[e for e in loaded.entries if e.cfg.evaluator in pixel_protocols()])
     failed = []
-    for name, ckpt, chosen in (("pretrained", str(checkpoint), loaded), ("random", f"random:{cfg.model.arch}", loaded),
-                               ("pixels", "pixels:", pixel_suite)):
+    runs = (("pretrained", str(checkpoint), loaded, f"MoCo v2 demo ({cfg.optim.epochs} ep)"),
+            ("random", f"random:{cfg.model.arch}", loaded, None), ("pixels", "pixels:", pixel_suite, None))
+    for name, ckpt, chosen, label in runs:  # the baselines keep their default labels: random init <arch>, raw pixels
         if not chosen.entries:
             continue
         t0 = time.perf_counter()
-        rows = eval_all(ckpt, chosen, out_root=out / "runs")
+        rows = eval_all(ckpt, chosen, out_root=out / "runs", label=label)
         failed += [f"{name}: {r['evaluation']}" for r in rows if r["status"] == "failed"]
         seconds[f"eval-all ({name})"] = time.perf_counter() - t0
 

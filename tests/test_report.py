@@ -1,8 +1,10 @@
 """The report on real records (the demo's embedded-data evaluations of a MoCo-layout checkpoint and a random
 baseline, run by eval-all), plus a few written by hand where the embedded data cannot go: a comparable ImageNet
 result with a published spread, a raw-pixel baseline, a missing dataset. Checked: the HTML parses and is
-self-contained, visible text holds no path, the summary holds each (benchmark, metric, checkpoint) once against the
-right reference, no plot mixes datasets, the LaTeX is booktabs with spreads, and Chromium renders the page."""
+self-contained, visible text holds no path, the pivoted summary has a column per checkpoint and a row per
+(benchmark, metric) against the right reference, the evaluators' per-example outputs reproduce their metrics, no
+plot mixes datasets and every series is visible in its own style, the LaTeX is booktabs with spreads, and Chromium
+renders the page at 1280 and 800 px with the summary's key columns in view and plot text of 11 px or more."""
 
 from __future__ import annotations
 
@@ -11,19 +13,25 @@ import json
 import re
 import shutil
 import subprocess
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
+import matplotlib.colors
+import numpy as np
 import pandas as pd
 import pytest
 
-from moco_bench.results.plots import draw, figures
+from moco_bench.results import stats
+from moco_bench.results.examples import load_examples
+from moco_bench.results.plots import BASELINES, draw, figures
 from moco_bench.results.published import PUBLISHED_DATASETS, load_published
 from moco_bench.results.report import write_report
-from moco_bench.results.store import checkpoint_label, load_results, read_result, write_result
+from moco_bench.results.store import load_results, read_result, write_result
 from moco_bench.results.tables import NOT_HEADLINE, compile_tables
 
 ROOT = Path(__file__).resolve().parents[1]
+MOCO, RANDOM, V2, PIXELS = "MoCo v2 r18", "random init resnet18_small_w0.5", "mocov2_200ep", "raw pixels"  # labels
 ABSOLUTE = re.compile(r"(?:^|[\s(\"'=,;:])~?/[\w.@+-]+/")  # /root/.cache/..., ~/data/...: a path on one machine
 
 
@@ -36,6 +44,7 @@ def _suite(path: Path) -> Path:
         f"  - config: {demo / 'voc07_svm.yaml'}\n    overrides: ['svm.costs=[0.1,1.0]']\n"
         f"  - config: {demo / 'voc07_lowshot_svm.yaml'}\n"
         "    overrides: ['svm.costs=[0.1,1.0]', 'lowshot.k=[1,2]', 'lowshot.seeds=[1]']\n"
+        f"  - config: {demo / 'imagenet_linear.yaml'}\n"
         f"  - config: {ROOT / 'evaluate' / 'voc07_svm.yaml'}\n")  # VOC2007 is not there: skipped, with its path
     return path
 
@@ -50,6 +59,8 @@ def _by_hand(runs: Path, knn: Path) -> None:
                              published_protocol="weighted kNN T0.07 GAP", name="imagenet_knn")
     rec["checkpoint"].update(path="/ckpts/mocov2_200ep.pth.tar", sha256="ab" * 32,
                              recipe={"method": "MoCo v2", "epochs": 200, "arch": "R50", "pretrain_data": "IN-1M"})
+    del rec["checkpoint"]["label"]  # as a record from before --label: named by the default
+    del rec["examples"]  # numbers made up here: no per-example outputs of them
     rec["metrics"] = {"top1@k20": 55.0, "top1@k200": 53.0}
     folder = runs / "mocov2_200ep-abababab"
     write_result(folder / "imagenet_knn.json", rec)
@@ -59,7 +70,8 @@ def _by_hand(runs: Path, knn: Path) -> None:
     linear["metrics"] = {"top1": 67.55, "top5": 88.0}
     write_result(folder / "imagenet_linear.json", linear)
     pixels = read_result(knn)
-    pixels["checkpoint"].update(path="pixels:", sha256="0" * 64, recipe={"method": "raw pixels"})
+    del pixels["examples"]
+    pixels["checkpoint"].update(path="pixels:", sha256="0" * 64, recipe={"method": "raw pixels"}, label=PIXELS)
     write_result(runs / "pixels-00000000" / knn.name, pixels)
 
 
@@ -76,8 +88,8 @@ def demo(imagefolder_root, minivoc_root, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("MOCO_BENCH_DATASETS", str(tmp / "no-datasets"))
     suite = load_suite(_suite(tmp / "suite.yaml"))
-    for checkpoint in (str(ckpt), f"random:{DEMO_ARCH}"):
-        eval_all(checkpoint, suite, out_root=tmp / "runs", workers=0)
+    for checkpoint, label in ((str(ckpt), MOCO), (f"random:{DEMO_ARCH}", None)):
+        eval_all(checkpoint, suite, out_root=tmp / "runs", workers=0, label=label)
     mp.undo()
     _by_hand(tmp / "runs", next((tmp / "runs").glob("mocov2_r18-*/knn_demo.json")))
     (tmp / "runs" / "notes.json").write_text("{}")
@@ -93,8 +105,8 @@ class _Page(HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.visible, self.tags, self.rows = [], [], []
-        self._hidden, self._in_row, self._in_cell = 0, False, False
+        self.visible, self.tags, self.rows, self.heads = [], [], [], []
+        self._hidden, self._in_row, self._in_cell, self._in_head = 0, False, False, False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -103,13 +115,19 @@ class _Page(HTMLParser):
         if tag == "tr" and "data-benchmark" in attrs:
             self.rows.append({"attrs": attrs, "cells": []})
             self._in_row = True
-        elif tag == "td" and self._in_row:
+        elif tag in ("td", "th") and self._in_row:
             self.rows[-1]["cells"].append("")
             self._in_cell = True
+        elif tag == "th" and "key" in attrs.get("class", "").split():
+            self.heads.append("")
+            self._in_head = True
+        elif tag == "span" and attrs.get("class") == "ci":  # an interval, a column's "baseline": not the value
+            self._in_head = self._in_cell = False
 
     def handle_endtag(self, tag):
         self._hidden -= tag in ("details", "style", "script")
-        self._in_cell = self._in_cell and tag != "td"
+        self._in_cell = self._in_cell and tag not in ("td", "th")
+        self._in_head = self._in_head and tag != "th"
         self._in_row = self._in_row and tag != "tr"
 
     def handle_data(self, data):
@@ -117,6 +135,8 @@ class _Page(HTMLParser):
             self.visible.append(data)
         if self._in_cell:
             self.rows[-1]["cells"][-1] += data.strip()
+        if self._in_head:
+            self.heads[-1] += data.strip()
 
 
 def _parse(html: str) -> _Page:
@@ -151,22 +171,47 @@ def _tables(demo):
         return compile_tables(load_results(demo["runs"]), load_published())
 
 
-def test_summary_one_row_per_benchmark_metric_checkpoint(demo):
+def test_summary_pivots_checkpoints_into_columns_against_the_right_reference(demo):
     page = _parse(demo["html"])
-    keys = [(r["attrs"]["data-benchmark"], r["attrs"]["data-metric"], r["attrs"]["data-checkpoint"]) for r in page.rows]
+    assert page.heads == ["metric", MOCO, V2, RANDOM, PIXELS]  # trained checkpoints, then the baselines
+    keys = [(r["attrs"]["data-benchmark"], r["attrs"]["data-dataset"], r["attrs"]["data-metric"]) for r in page.rows]
     assert len(keys) == len(set(keys))
     ours = pd.concat([t[t["row"] == "ours"].assign(table=n) for n, t in _tables(demo).items()])
     ours = ours[~ours["metric"].str.contains(NOT_HEADLINE)]
-    assert set(keys) == set(zip(ours["table"], ours["metric"], ours["method"]))
+    assert set(keys) == set(zip(ours["table"], ours["dataset"], ours["metric"]))
     cells = {k: r["cells"] for k, r in zip(keys, page.rows)}
-    v2 = checkpoint_label("/ckpts/mocov2_200ep.pth.tar", "ab" * 32)
-    # checkpoint, dataset, layer, metric, ours, published, delta, vs spread, reference row
-    assert cells[("imagenet_linear", "top1", v2)][4:8] == ["67.55", "67.5 ± 0.1", "+0.05", "within ±0.1"]
-    assert cells[("imagenet_linear", "top1", v2)][8].startswith("MoCo v2 200ep R50 IN-1M (moco-README)")
-    assert cells[("imagenet_knn", "top1@k20", v2)][4:8] == ["55.00", "55.7", "-0.70", "no spread published"]
-    mine = next(k[2] for k in keys if k[2].startswith("mocov2_r18"))
-    knn_on_fmnist = cells[("imagenet_knn", "top1@k20", mine)]
-    assert knn_on_fmnist[1] == "Fashion-MNIST (embedded)" and knn_on_fmnist[6:8] == ["", "not comparable"]
+    # metric, then MoCo, v2, random, pixels; the differences to random (MoCo, v2, pixels); published; vs published
+    linear = cells[("imagenet_linear", "ImageNet", "top1")]
+    assert linear[0] == "top1" and linear[2] == "67.55" and linear[1] == linear[3] == linear[4] == "—"
+    assert linear[8:] == ["67.5 ± 0.1", f"{V2} +0.05within ±0.1"]
+    knn = cells[("imagenet_knn", "ImageNet", "top1@k20")]
+    assert knn[2] == "55.00" and knn[8] == "55.7" and knn[9] == f"{V2} -0.70no spread published"
+    on_fmnist = cells[("imagenet_knn", "Fashion-MNIST (embedded)", "top1@k20")]  # not comparable: no reference
+    assert on_fmnist[8:] == ["—", ""] and on_fmnist[2] == on_fmnist[7] == "—"
+    fmnist = cells[("fmnist_knn", "Fashion-MNIST (embedded)", "top1@k20")]
+    values = [float(v) for v in (fmnist[1], fmnist[3], fmnist[4])]
+    assert float(fmnist[5]) == pytest.approx(values[0] - values[1], abs=0.006)  # MoCo - random
+    assert float(fmnist[7]) == pytest.approx(values[2] - values[1], abs=0.006)  # pixels - random
+    page_html = demo["html"]
+    row = page_html[page_html.index('data-benchmark="fmnist_knn" data-dataset="Fashion-MNIST (embedded)" '
+                                    'data-metric="top1@k20"'):]
+    row = row[:row.index("</tr>")]
+    best = [float(v) for v in re.findall(r'<td class="num best[^"]*"[^>]*><strong>([\d.]+)</strong>', row)]
+    assert best == [max(values)] * values.count(max(values))  # every value equal to the row's best, and no other
+    text = " ".join(page.visible)
+    assert "What the numbers say" in text and f"{MOCO} vs {RANDOM}: above on" in text
+    assert "percentile bootstrap over its test images (1000 resamples, numpy seed 0" in text
+
+
+def test_examples_reproduce_every_metric_they_are_kept_for(demo):
+    """kNN, linear and the VOC07 SVM keep per-example outputs; from them each metric comes out as recorded."""
+    kept = set()
+    for path in demo["runs"].rglob("*.json"):
+        rec = read_result(path) if path.name != "notes.json" else {}
+        for metric, ex in (load_examples(path, rec["examples"]) if rec.get("examples") else {}).items():
+            assert stats.statistic(ex)(np.arange(ex.n)) == pytest.approx(rec["metrics"][metric], abs=1e-9)
+            kept.add((rec["evaluation"]["protocol"], ex.kind))
+    assert kept == {("knn", "accuracy"), ("linear", "accuracy"), ("voc07_svm", "map")}
 
 
 def test_not_comparable_reason_said_once_per_group(demo):
@@ -196,20 +241,39 @@ def test_plots_never_mix_datasets(demo):
     by = {(f.table, f.dataset): f for f in figs}
     assert {s.role for s in by[("imagenet_knn", "ImageNet")].series} == {"ours", "published"}
     as_imagenet = by[("imagenet_knn", "Fashion-MNIST (embedded)")]  # ImageNet curves stay off Fashion-MNIST axes
-    assert [(s.label.split("-")[0], s.role) for s in as_imagenet.series] == [("mocov2_r18", "ours"),
-                                                                             ("random", "baseline")]
-    labels = [s.label.split("-")[0] for s in by[("fmnist_knn", "Fashion-MNIST (embedded)")].series]
-    assert labels[0] == "mocov2_r18" and sorted(labels[1:]) == ["pixels", "random"]  # baselines after ours
+    assert [(s.label, s.role) for s in as_imagenet.series] == [(MOCO, "ours"), (RANDOM, "baseline")]
+    labels = [s.label for s in by[("fmnist_knn", "Fashion-MNIST (embedded)")].series]
+    assert labels[0] == MOCO and sorted(labels[1:]) == sorted([PIXELS, RANDOM])  # baselines after ours, by label
 
 
-def test_plot_draws_its_series_with_the_legend_outside(demo):
-    fig = next(f for f in figures(_tables(demo)) if f.dataset == "ImageNet")
+def _drawn(fig):
+    """Each series' (label, x, y, colour, marker, error bar heights) as matplotlib drew it."""
     mpl = draw(fig)
     mpl.canvas.draw()
-    ax = mpl.axes[0]
-    assert [line.get_label() for line in ax.get_lines()] == [s.label for s in fig.series]
+    out = []
+    for c in mpl.axes[0].containers:  # one ErrorbarContainer per series: (data line, caps, bars)
+        line, _, (bars,) = c.lines
+        heights = tuple(round(seg[1][1] - seg[0][1], 6) for seg in bars.get_segments())
+        out.append((c.get_label(), tuple(line.get_xdata()), tuple(line.get_ydata()),
+                    matplotlib.colors.to_hex(line.get_color()), line.get_marker(), heights))
+    return mpl, out
+
+
+def test_plot_draws_every_series_visibly_in_its_own_style_with_error_bars(demo):
+    tables = _tables(demo)
+    bounds = {(f, m): (v - 1.0, v + 2.0) for t in tables.values()
+              for f, m, v in t.loc[t["row"] == "ours", ["file", "metric", "value"]].itertuples(index=False)}
+    fig = next(f for f in figures(tables, bounds) if f.table == "fmnist_knn")
+    mpl, lines = _drawn(fig)
+    assert [ln[0] for ln in lines] == [s.label for s in fig.series]
+    styles = {ln[0]: ln[3:5] for ln in lines}
+    assert len(set(styles.values())) == len(styles)  # colour and marker of each series its own
+    assert styles[RANDOM] == (BASELINES["random:"]["color"], BASELINES["random:"]["marker"])
+    assert styles[PIXELS] == (BASELINES["pixels:"]["color"], BASELINES["pixels:"]["marker"])
+    assert len({ln[1] for ln in lines}) == len(lines)  # shifted apart: no series hidden under another
+    assert all(ln[5] == (3.0,) * len(ln[1]) for ln in lines)  # error bars from value - 1 to value + 2
     legend = mpl.legends[0].get_window_extent()
-    assert not legend.overlaps(ax.get_window_extent())
+    assert not legend.overlaps(mpl.axes[0].get_window_extent())
 
 
 def test_latex_tables_for_a_paper(demo):
@@ -237,32 +301,47 @@ def test_published_datasets_are_the_protocol_files_datasets():
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 _CHECK = """<script>window.addEventListener('load', () => {
-  const images = Array.from(document.images), root = document.documentElement;
+  const root = document.documentElement, box = document.querySelector('.pivot-box');
   const out = document.createElement('pre'); out.id = 'render-check';
-  out.textContent = JSON.stringify({images: images.length, loaded: images.filter(i => i.naturalWidth > 0).length,
-                                    scrollWidth: root.scrollWidth, clientWidth: root.clientWidth});
+  out.textContent = JSON.stringify({
+    images: Array.from(document.images).map(i => ({natural: i.naturalWidth, shown: i.getBoundingClientRect().width,
+                                                    textPx: parseFloat(i.dataset.textPx)})),
+    keys: Array.from(document.querySelectorAll('#pivot thead th.key')).map(th => ({
+      text: th.firstChild.textContent.trim(), left: th.getBoundingClientRect().left,
+      right: th.getBoundingClientRect().right})),
+    box: {left: box.getBoundingClientRect().left, right: box.getBoundingClientRect().right,
+          scrolls: box.scrollWidth > box.clientWidth},
+    scrollWidth: root.scrollWidth, clientWidth: root.clientWidth});
   document.body.appendChild(out);
 });</script>"""
 
 
-def _chromium(tmp_path, *args):
+def _chromium(tmp_path, width, *args):
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000"]
+             f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},2000"]
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120, check=True).stdout
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it "
                                              "where apt-get is usable)")
-def test_chromium_renders_every_plot_without_horizontal_scroll(demo, tmp_path):
+@pytest.mark.parametrize("width", [1280, 800])
+def test_chromium_renders_the_summary_and_readable_plots_without_page_scroll(demo, tmp_path, width):
+    """At 1280 and 800 px: no horizontal page scroll (a wide table scrolls in its own box), the summary's key
+    columns (metric and one per checkpoint) in view, every plot loaded and its smallest text 11 px or more."""
     page = tmp_path / "report.html"
     page.write_text(demo["html"].replace("</body>", _CHECK + "</body>"))
-    dom = _chromium(tmp_path, "--dump-dom", page.as_uri())
+    dom = _chromium(tmp_path, width, "--dump-dom", page.as_uri())
     found = re.search(r'<pre id="render-check">(.*?)</pre>', dom)
     assert found, dom[-2000:]
-    check = json.loads(found.group(1).replace("&quot;", '"'))
-    assert check["images"] == len(figures(_tables(demo))) and check["loaded"] == check["images"]
-    assert check["scrollWidth"] <= check["clientWidth"] and check["clientWidth"] >= 1250  # less a vertical bar
+    check = json.loads(unescape(found.group(1)))
+    assert check["scrollWidth"] <= check["clientWidth"] and check["clientWidth"] >= width - 30  # less a scroll bar
+    assert [k["text"] for k in check["keys"]] == ["metric", MOCO, V2, RANDOM, PIXELS]
+    assert all(check["box"]["left"] <= k["left"] and k["right"] <= check["box"]["right"] for k in check["keys"])
+    assert check["box"]["scrolls"] == (width == 800)  # the differences and published columns scroll in the box
+    images = check["images"]
+    assert len(images) == len(figures(_tables(demo))) and all(i["natural"] > 0 for i in images)
+    assert min(i["textPx"] * i["shown"] / i["natural"] for i in images) >= 11
     shot = tmp_path / "report.png"
-    _chromium(tmp_path, f"--screenshot={shot}", (demo["report"] / "report.html").as_uri())
-    assert shot.read_bytes()[16:24] == (1280).to_bytes(4, "big") + (2000).to_bytes(4, "big")  # PNG width, height
+    _chromium(tmp_path, width, f"--screenshot={shot}", (demo["report"] / "report.html").as_uri())
+    assert shot.read_bytes()[16:24] == width.to_bytes(4, "big") + (2000).to_bytes(4, "big")  # PNG width, height

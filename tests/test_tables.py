@@ -7,12 +7,14 @@ import pytest
 
 from moco_bench.cli import main
 from moco_bench.core.env import environment
-from moco_bench.core.errors import DataError
+from moco_bench.core.errors import ConfigError, DataError
+from moco_bench.results.pivot import build_pivot
 from moco_bench.results.published import load_published
 from moco_bench.results.report import write_report
 from moco_bench.results.schema import make_record
-from moco_bench.results.store import checkpoint_label, load_results, write_result
-from moco_bench.results.tables import compile_tables, summary_table
+from moco_bench.results.store import default_label, load_results, write_result
+from moco_bench.results.tables import compile_tables
+from moco_bench.results.uncertainty import Uncertainty
 
 SHA = "c0ffee" + "0" * 58
 PUBLISHED = {"voc07_svm": "fair-ssb svm feature5", "voc07_lowshot_svm": "fair-ssb lowshot feature5",
@@ -99,22 +101,57 @@ def test_empty_results_folder_is_an_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_summary_sets_checkpoints_side_by_side(results, tmp_path):
-    baseline = ("random:resnet50@0", "ba5e" + "0" * 60)
-    _write(results / "random", "knn", "imagenet_knn", {"top1@k20": 30.0, "top5@k20": 60.0}, checkpoint=baseline)
+def _pivot(results, baseline=None):
     with pytest.warns(UserWarning, match="broken.json"):
-        summary = summary_table(load_results(results))
-    ours_col, base_col = checkpoint_label("/ckpts/checkpoint_0200.pth.tar", SHA), checkpoint_label(*baseline)
-    assert list(summary.columns) == ["table", "protocol", "layer", "metric", ours_col, base_col]
-    knn = summary[summary["table"] == "imagenet_knn"]
-    assert knn[["metric", ours_col, base_col]].fillna(-1).values.tolist() == [["top1@k20", 50.0, 30.0],
-                                                                              ["top1@k200", 48.0, -1]]
-    lowshot = summary[summary["table"] == "voc07_lowshot_svm"]
-    assert lowshot["metric"].tolist() == ["mAP@k1", "mAP@k2", "mAP@k4", "mAP@k8"]  # natural order of k
-    svm = summary[summary["table"] == "voc07_svm"]
-    assert svm[ours_col].tolist() == [84.5]  # the newest of the two records
-    fast = summary[summary["table"] == "imagenet_mhead_linear [fast: cached features]"]
-    assert fast[["layer", ours_col]].values.tolist() == [["feature5", 99.0]]
+        df = load_results(results)
+    return build_pivot(compile_tables(df, load_published()), Uncertainty(df), baseline)
+
+
+def test_summary_sets_checkpoints_side_by_side(results, tmp_path):
+    """The pivot: one column per checkpoint (by label), the baseline column chosen, one row per benchmark metric."""
+    _write(results / "random", "knn", "imagenet_knn", {"top1@k20": 30.0, "top5@k20": 60.0},
+           checkpoint=("random:resnet50@0", "ba5e" + "0" * 60))
+    pivot = _pivot(results)
+    ours_col, base_col = "ckpts/checkpoint_0200", "random init resnet50"  # the default labels of the two paths
+    assert pivot.columns == [ours_col, base_col] and pivot.baseline == base_col
+    rows = {(g.table, r.metric): r for g in pivot.groups for r in g.rows}
+    assert {c: x.value for c, x in rows[("imagenet_knn", "top1@k20")].cells.items()} == {ours_col: 50.0,
+                                                                                         base_col: 30.0}
+    assert rows[("imagenet_knn", "top1@k20")].diffs[ours_col].value == 20.0
+    assert rows[("imagenet_knn", "top1@k20")].cells[ours_col].best
+    assert list(rows[("imagenet_knn", "top1@k200")].cells) == [ours_col]  # the baseline has no k200
+    lowshot = [r.metric for g in pivot.groups if g.table == "voc07_lowshot_svm" for r in g.rows]
+    assert lowshot == [f"mAP@k{k} (feature5)" for k in (1, 2, 4, 8)]  # natural order of k, layer named
+    assert rows[("voc07_svm", "mAP (feature5)")].cells[ours_col].value == 84.5  # the newest of the two records
+    assert rows[("voc07_svm", "mAP (feature5)")].published == "84.04"
+    assert [r.metric for g in pivot.groups if g.table == "imagenet_mhead_linear [fast: cached features]"
+            for r in g.rows] == ["feature5_top1"]
+    knn = next(g for g in pivot.groups if g.table == "imagenet_knn")
+    assert knn.verdict[0].startswith(f"{ours_col} vs {base_col}: above on 1 of 1 metric")
     report = (write_report([results], tmp_path / "report")).read_text()
     assert report.index("## Summary") < report.index("## voc07_svm")
+    assert "| ckpts/checkpoint_0200 " in report and "+20.00" in report
     assert (tmp_path / "report" / "tables" / "summary.csv").is_file()
+
+
+def test_labels_name_columns_and_checkpoints_sharing_one_stay_apart(results):
+    """Two checkpoints with the same label (two runs' checkpoint_0200) get their hash prefix; --baseline picks a
+    column by its label and refuses one that is not there, naming those that are."""
+    _write(results / "other", "knn", "imagenet_knn", {"top1@k20": 40.0},
+           checkpoint=("/ckpts/checkpoint_0200.pth.tar", "beef" + "0" * 60))
+    pivot = _pivot(results, baseline="ckpts/checkpoint_0200 #beef0000")
+    assert set(pivot.columns) == {"ckpts/checkpoint_0200 #c0ffee00", "ckpts/checkpoint_0200 #beef0000"}
+    row = next(r for g in pivot.groups for r in g.rows if r.key[3] == "top1@k20")
+    assert row.diffs["ckpts/checkpoint_0200 #c0ffee00"].value == 10.0
+    with pytest.raises(ConfigError, match=r"--baseline 'nope': no checkpoint of this report has that label \(they "
+                                          r"are: 'ckpts/checkpoint_0200 #beef0000', "):
+        _pivot(results, baseline="nope")
+
+
+@pytest.mark.parametrize("path, label", [
+    ("/runs/mocov2_demo/checkpoint_0002.pth.tar", "mocov2_demo/checkpoint_0002"),
+    ("/runs/x/moco_v2_800ep_pretrain.pth.tar", "moco_v2_800ep_pretrain"),
+    ("/runs/x/model_final.pkl", "x/model_final"), ("random:resnet50@0", "random init resnet50"),
+    ("random:resnet50@3", "random init resnet50 seed 3"), ("pixels:", "raw pixels")])
+def test_default_labels_are_readable(path, label):
+    assert default_label(path) == label

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
+LABEL_HELP = ("the checkpoint's name in tables and plots, stored in each record (default: the file stem, with its "
+              "folder where the stem is generic such as checkpoint_0199; 'random init <arch>'; 'raw pixels')")
 WEIGHTS_HELP = ("which copy of the network to evaluate when the file holds several (model, ema, teacher, student, "
                 "momentum, or a key prefix; moco-bench convert's report lists them); default: the format's own")
 
@@ -21,10 +23,13 @@ def announce_device(requested: str) -> str:
 
 def _eval(args) -> int:
     from moco_bench.engine.runner import evaluate_checkpoint
+    from moco_bench.results.store import check_label
 
     overrides = list(args.overrides) + ([f"trials={args.trials}"] if args.trials is not None else [])
+    label = check_label(args.label) if args.label is not None else None
     record = evaluate_checkpoint(args.checkpoint, args.config, overrides, out_root=args.out, force=args.force,
-                                 device=announce_device(args.device), workers=args.workers, weights=args.weights)
+                                 device=announce_device(args.device), workers=args.workers, weights=args.weights,
+                                 label=label)
     metrics = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
     print(f"{record['evaluation']['name']}: {record['status']}" + (f" ({metrics})" if metrics else ""))
     if record["status"] != "ok":
@@ -37,11 +42,13 @@ def _eval_all(args) -> int:
 
     from moco_bench.engine.eval_all import eval_all
     from moco_bench.engine.suite import load_suite
+    from moco_bench.results.store import check_label
 
+    label = check_label(args.label) if args.label is not None else None
     suite = load_suite(args.suite, args.overrides)
     slurm = {"cluster": args.slurm_cluster, "partition": args.partition}
     rows = eval_all(args.checkpoint, suite, out_root=args.out, force=args.force, device=announce_device(args.device),
-                    workers=args.workers, launcher=args.launcher, slurm=slurm, weights=args.weights)
+                    workers=args.workers, launcher=args.launcher, slurm=slurm, weights=args.weights, label=label)
     print(f"\nsuite {suite.name} on {args.checkpoint}:")
     print(pd.DataFrame(rows).fillna("").to_markdown(index=False, disable_numparse=True))
     failed = [r["evaluation"] for r in rows if r["status"] == "failed"]
@@ -61,6 +68,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers and parallel jobs")
     p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
+    p.add_argument("--label", default=None, help=LABEL_HELP)
     p.add_argument("--trials", type=int, default=None,
                    help="independent runs (seeds) reported as mean and std, for protocols with a 'trials' key")
     p.set_defaults(func=_eval)
@@ -79,5 +87,6 @@ def register(sub) -> None:
                         "submitit job per evaluation, sized by its config's resources block (GPUs, CPUs, time)")
     a.add_argument("--partition", default=None, help="SLURM partition")
     a.add_argument("--weights", default=None, help=WEIGHTS_HELP)
+    a.add_argument("--label", default=None, help=LABEL_HELP)
     a.add_argument("--slurm-cluster", default=None, help=argparse.SUPPRESS)  # submitit's local/debug, for tests
     a.set_defaults(func=_eval_all)

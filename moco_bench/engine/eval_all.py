@@ -35,13 +35,13 @@ log = logging.getLogger(__name__)
 
 
 def run_one(checkpoint: str, config_path: str, overrides: List[str], out_root: str, force: bool, device: str,
-            workers: int, weights: Optional[str] = None) -> dict:
+            workers: int, weights: Optional[str] = None, label: Optional[str] = None) -> dict:
     """One evaluation in its own process(es) (a job): convert, evaluate, write the record (rank 0)."""
     from moco_bench.convert import load_backbone
 
     cfg = load_evaluation(config_path, overrides)
     return run_evaluation(load_backbone(checkpoint, weights=weights), cfg, out_root=out_root, force=force,
-                          device=device, workers=workers)
+                          device=device, workers=workers, label=label)
 
 
 def _processes(entry: SuiteEntry, device: str) -> int:
@@ -55,10 +55,11 @@ def _processes(entry: SuiteEntry, device: str) -> int:
 
 def eval_all(checkpoint: str, suite: Suite, out_root: Path | str = "results/runs", force: bool = False,
              device: str = "cpu", workers: int = 2, launcher: str = "local", slurm: Optional[dict] = None,
-             weights: Optional[str] = None) -> List[dict]:
+             weights: Optional[str] = None, label: Optional[str] = None) -> List[dict]:
     """Run every evaluation of ``suite``; returns one summary row per evaluation.
 
     ``slurm``: ``partition`` and, for tests, ``cluster`` (submitit's ``local`` or ``debug``) and ``folder``.
+    ``label``: the checkpoint's name in tables and plots, stored in every record (``--label``).
     """
     from moco_bench.convert import load_backbone
 
@@ -76,7 +77,7 @@ def eval_all(checkpoint: str, suite: Suite, out_root: Path | str = "results/runs
             summary.append(_row(entry.name, read_result(result_path), note="already done"))
         else:
             todo.append(entry)
-    args = (str(checkpoint), str(out_root), force, device, workers, weights)
+    args = (str(checkpoint), str(out_root), force, device, workers, weights, label)
     for entry in todo:
         t0 = time.perf_counter()
         log.info("== %s (%s)", entry.name, entry.config_path)
@@ -93,17 +94,18 @@ def eval_all(checkpoint: str, suite: Suite, out_root: Path | str = "results/runs
 
 def _launch(entry: SuiteEntry, backbone, args: tuple, launcher: str, slurm: dict) -> tuple:
     """(record, note) of one evaluation, run where its launcher and resources say."""
-    checkpoint, out_root, force, device, workers, weights = args
+    checkpoint, out_root, force, device, workers, weights, label = args
     if launcher == "slurm":
         return _job(entry, args, slurm, processes=None)
     if _processes(entry, device) > 1:
         return _job(entry, args, {"cluster": "local"}, processes=_processes(entry, device))
-    return run_evaluation(backbone, entry.cfg, out_root=out_root, force=force, device=device, workers=workers), ""
+    return run_evaluation(backbone, entry.cfg, out_root=out_root, force=force, device=device, workers=workers,
+                          label=label), ""
 
 
 def _job(entry: SuiteEntry, args: tuple, slurm: dict, processes: Optional[int]) -> tuple:
     """Submit one evaluation as a job sized by its ``resources`` and wait for its record (rank 0's)."""
-    checkpoint, out_root, force, device, workers, weights = args
+    checkpoint, out_root, force, device, workers, weights, label = args
     res = entry.cfg.resources
     request = evaluation_request(int(res.gpus), int(res.cpus), int(res.timeout_min),
                                  spec(str(entry.cfg.evaluator)).per_gpu_processes)
@@ -111,7 +113,7 @@ def _job(entry: SuiteEntry, args: tuple, slurm: dict, processes: Optional[int]) 
         request.update(gpus_per_node=processes, tasks_per_node=processes)
     folder = slurm.get("folder", Path(out_root) / "slurm_logs" / entry.name)
     job = submit(DistributedJob(run_one, checkpoint, str(entry.config_path), entry.overrides, out_root, force,
-                                device, workers, weights),
+                                device, workers, weights, label),
                  folder=folder, partition=slurm.get("partition"), name=f"eval-{entry.name}",
                  cluster=slurm.get("cluster"), **request)
     log.info("%s: job %s (%s)", entry.name, job.job_id, request)

@@ -26,8 +26,9 @@ from moco_bench.engine import comparability
 from moco_bench.evaluators import get as get_evaluator
 from moco_bench.evaluators.base import EvalContext
 from moco_bench.evaluators.schema import load_evaluation, pixel_protocols, spec
+from moco_bench.results.examples import save_examples, sidecar
 from moco_bench.results.schema import make_record, now
-from moco_bench.results.store import checkpoint_label, is_finished, write_result
+from moco_bench.results.store import check_label, checkpoint_label, default_label, is_finished, write_result
 
 log = logging.getLogger(__name__)
 SKIP_ERRORS = (DatasetNotFound, MissingDependency)
@@ -54,6 +55,7 @@ def run_evaluation(
     force: bool = False,
     device: str = "cpu",
     workers: int = 2,
+    label: Optional[str] = None,
 ) -> dict:
     """Evaluate ``backbone`` (a converted checkpoint) under ``cfg`` and write the record.
 
@@ -63,9 +65,11 @@ def run_evaluation(
     :class:`Busy` and does nothing, and "finished" is checked again under the lock. An evaluation whose
     dataset or optional library is missing is recorded as ``skipped``; any other exception as ``failed`` with
     its traceback. Under torchrun only rank 0 locks and writes. The record is returned either way; callers
-    decide what a failure means for them.
+    decide what a failure means for them. ``label`` names the checkpoint in tables and plots (``--label``; by
+    default :func:`default_label` of its path); the evaluator's per-example outputs go beside the record.
     """
     assessment = check_config(cfg)
+    label = check_label(label) if label is not None else default_label(backbone.path)
     if backbone.format == "pixels" and not spec(str(cfg.evaluator)).takes_pixels:
         raise ConfigError(f"{cfg.get('_source_') or cfg.name}: the {cfg.evaluator} protocol needs a network; "
                           f"{backbone.path} (raw pixels) runs only with {', '.join(pixel_protocols())}")
@@ -81,14 +85,32 @@ def run_evaluation(
         work_dir.mkdir(parents=True, exist_ok=True)
         if main_rank:
             save_config(cfg, work_dir / "config.yaml")
-        record = _measure(backbone, cfg, assessment, work_dir, device, workers)
+        record, examples = _measure(backbone, cfg, assessment, work_dir, device, workers, label)
         if main_rank:
+            _keep_examples(result_path, record, examples)
             write_result(result_path, record, force=True)
     return record
 
 
-def _measure(backbone, cfg: DictConfig, assessment: dict, work_dir: Path, device: str, workers: int) -> dict:
-    """Check the datasets, run the evaluator and build the record: its numbers, or why there are none."""
+def _keep_examples(result_path: Path, record: dict, examples: Optional[dict]) -> None:
+    """The per-example outputs beside the record (moco_bench/results/examples.py), named in it; an earlier run's
+    file is removed when this one has none. Outputs that cannot be kept cost the report its intervals, not the
+    result."""
+    path = sidecar(result_path)
+    if not examples or record["status"] != "ok":
+        path.unlink(missing_ok=True)
+        return
+    try:
+        record["examples"] = save_examples(path, examples)
+    except (ValueError, KeyError) as e:
+        log.warning("%s: per-example outputs not kept (%s); the report gives this result no interval", path, e)
+        path.unlink(missing_ok=True)
+
+
+def _measure(backbone, cfg: DictConfig, assessment: dict, work_dir: Path, device: str, workers: int,
+             label: str) -> tuple:
+    """Check the datasets, run the evaluator and build the record (its numbers, or why there are none) and its
+    per-example outputs."""
     ctx = EvalContext(out_dir=work_dir, cache_dir=paths.data_cache() / "features", device=device, workers=workers)
     evaluation = {"name": cfg.name, "protocol": cfg.evaluator, "config": resolved(cfg),
                   "benchmark": cfg.get("benchmark", cfg.name), "variant": cfg.get("variant", "")}
@@ -111,11 +133,13 @@ def _measure(backbone, cfg: DictConfig, assessment: dict, work_dir: Path, device
         log.error("%s failed: %s", cfg.name, describe(e))
     if "comparable" not in evaluation:  # the data check failed: the config's own assessment
         _assessed(evaluation, assessment)
-    return make_record(
-        evaluation=evaluation, checkpoint=backbone.record(), metrics=output.metrics if output else {},
+    record = make_record(
+        evaluation=evaluation, checkpoint={**backbone.record(), "label": label},
+        metrics=output.metrics if output else {},
         per_seed=output.per_seed if output else None, details=output.details if output else None,
         environment=environment(device=device), timing={"start": start, "end": now(), "seconds": dict(ctx.seconds)},
         status=status, error=error)
+    return record, output.examples if output else None
 
 
 def _assessed(evaluation: dict, assessment: dict) -> None:

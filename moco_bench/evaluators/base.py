@@ -46,12 +46,15 @@ class EvalOutput:
         info: fields for the record's ``evaluation`` block: dataset, split, layer, pooling, seeds,
             variant (a protocol variant, e.g. ``lowshot cost chosen on test``). Whether a result is comparable
             with published numbers is derived from its config by the runner (moco_bench/comparability.py).
+        examples: per-example outputs on the test images (hits, or scores and targets, per metric), which the
+            runner keeps beside the record for the report's intervals (moco_bench/results/examples.py).
     """
 
     metrics: Dict[str, float]
     per_seed: Dict[str, List[float]] = field(default_factory=dict)
     details: Dict[str, Any] = field(default_factory=dict)
     info: Dict[str, Any] = field(default_factory=dict)
+    examples: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

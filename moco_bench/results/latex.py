@@ -77,3 +77,37 @@ def summary_table(rows: pd.DataFrame) -> str:
     })
     return tabular(out, latex_columns=("Value", "Published", r"$\Delta$"))
 
+
+
+def _pivot_cell(cell, signed: bool = False) -> str:
+    if cell is None:
+        return ""
+    value = f"{cell.value:{'+' if signed else ''}.2f}"
+    value = r"\textbf{" + value + "}" if cell.best else value
+    iv = cell.interval
+    if iv is None:
+        return value
+    return value + r"{\scriptsize\," + iv.bracket(signed=signed) + (r"$^\dagger$" if iv.method == "t" else "") + "}"
+
+
+def pivot_table(pivot) -> str:
+    """The report's pivoted summary (pivot.build_pivot) as one booktabs tabular: a row per benchmark metric, a column
+    per checkpoint (best of each row in bold), the differences to the baseline, the published value; each value with
+    its interval, how they were computed in a comment above."""
+    heads = ["Metric", *map(escape, pivot.columns), *[r"$\Delta$ " + escape(c) for c in pivot.diff_columns],
+             "Published"]
+    lines = [f"% {pivot.method}", f"% Delta: the difference to {escape(pivot.baseline)} (--baseline)" if pivot.baseline
+             else "% no baseline column", r"\begin{tabular}{l" + "r" * (len(heads) - 1) + "}", r"\toprule",
+             " & ".join(heads) + r" \\", r"\midrule"]
+    for i, g in enumerate(pivot.groups):
+        if i:
+            lines.append(r"\midrule")
+        title = f"{g.table} — {g.dataset or 'unnamed dataset'}" + ("" if g.comparable else " (not comparable)")
+        lines.append(rf"\multicolumn{{{len(heads)}}}{{l}}{{\textit{{{escape(title).replace('—', '---')}}}}} \\")
+        for r in g.rows:
+            cells = [escape(r.metric), *[_pivot_cell(r.cells.get(c)) for c in pivot.columns],
+                     *[_pivot_cell(r.diffs.get(c), signed=True) for c in pivot.diff_columns],
+                     escape(r.published).replace("±", r"$\pm$")]
+            lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)

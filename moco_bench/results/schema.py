@@ -23,6 +23,20 @@ _REQUIRED = {
     "status": str,
 }
 _EVALUATION_KEYS = ("name", "protocol", "config")
+# Fields the report reads, each with the types it accepts (None: absent or null); checked when a record is read.
+_READ_FIELDS = {
+    **{("evaluation", k): (str,) for k in ("name", "protocol")},
+    **{("evaluation", k): (str, type(None)) for k in ("variant", "benchmark", "dataset", "dataset_root", "split",
+                                                      "layer", "comparability_note", "published_protocol")},
+    ("evaluation", "comparable"): (bool, type(None)), ("evaluation", "comparability"): (dict, type(None)),
+    ("evaluation", "seeds"): (list, type(None)),
+    **{("checkpoint", k): (str, type(None)) for k in ("path", "sha256", "arch", "label")},
+    ("checkpoint", "epochs"): (int, type(None)), ("checkpoint", "recipe"): (dict, type(None)),
+    ("timing", "end"): (str, type(None)), ("per_seed",): (dict, type(None)), ("examples",): (dict, type(None)),
+    ("error",): (str, type(None)),
+}
+_RECIPE_FIELDS = {"method": (str, type(None)), "epochs": (int, str, type(None)), "arch": (str, type(None)),
+                  "pretrain_data": (str, type(None)), "deviations": (dict, type(None))}
 
 
 class SchemaError(ValueError):
@@ -58,6 +72,28 @@ def validate(record: Mapping[str, Any]) -> None:
         raise SchemaError(f"status {record['status']!r} needs an 'error' text")
 
 
+def _get(record: Mapping[str, Any], keys: tuple):
+    for key in keys:
+        record = record.get(key) if isinstance(record, Mapping) else None
+    return record
+
+
+def check_readable(record: Mapping[str, Any]) -> None:
+    """:func:`validate`, then the types of every field the report reads, so that a hand-edited or planted record
+    is refused with the field that is wrong instead of breaking the tables; per-seed values must be finite."""
+    validate(record)
+    recipe = {("checkpoint", "recipe", k): types for k, types in _RECIPE_FIELDS.items()}
+    for keys, types in {**_READ_FIELDS, **recipe}.items():
+        value = _get(record, keys)
+        if not isinstance(value, types) or (int in types and isinstance(value, bool)):
+            raise SchemaError(f"field {'.'.join(keys)!r} should be {' or '.join(t.__name__ for t in types)}, "
+                              f"got {type(value).__name__}")
+    for name, values in (record.get("per_seed") or {}).items():
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   and math.isfinite(v) for v in values):
+            raise SchemaError(f"per_seed {name!r} is not a list of finite numbers")
+
+
 def make_record(
     *,
     evaluation: Dict[str, Any],
@@ -69,6 +105,7 @@ def make_record(
     error: str | None = None,
     per_seed: Dict[str, list] | None = None,
     details: Dict[str, Any] | None = None,
+    examples: Dict[str, Any] | None = None,
 ) -> Dict[str, Any]:
     record = {
         "schema": SCHEMA_VERSION,
@@ -82,5 +119,7 @@ def make_record(
         "status": status,
         "error": error,
     }
+    if examples:
+        record["examples"] = examples  # the per-example outputs' sidecar file (results/examples.py)
     validate(record)
     return record

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List
@@ -10,10 +12,16 @@ from typing import Any, Dict, List
 import pandas as pd
 
 from moco_bench.core.atomic import atomic_write_text
-from moco_bench.core.errors import ResultExistsError
-from moco_bench.results.schema import SchemaError, validate
+from moco_bench.core.errors import ConfigError, ResultExistsError
+from moco_bench.results.files import NotReadable, read_regular
+from moco_bench.results.schema import SchemaError, check_readable, validate
 
 BASELINES = ("random:", "pixels:")  # checkpoint specs that are not files: random init, raw pixels
+MAX_RECORD_BYTES = 32 << 20  # a record is kilobytes; anything this large was not written by moco-bench
+MAX_LABEL = 60
+# File stems that say nothing of which run they come from: the folder above names it ("mocov2_r50/checkpoint_0199")
+_GENERIC_STEM = re.compile(r"^(?:checkpoint|ckpt|model|last|best|final|backbone|weights|epoch|converted|pretrain)"
+                           r"(?:[\W_]*(?:final|last|best|\d+))*$", re.IGNORECASE)
 
 
 def checkpoint_label(path: str, sha256: str) -> str:
@@ -25,15 +33,50 @@ def checkpoint_label(path: str, sha256: str) -> str:
     return f"{stem}-{str(sha256)[:8]}"
 
 
+def is_baseline(path: str) -> bool:
+    """A checkpoint spec that is not a trained network (``random:<arch>``, ``pixels:``)."""
+    return str(path).startswith(BASELINES)
+
+
+def default_label(path: str) -> str:
+    """A checkpoint's readable name where ``--label`` gave none: ``random init resnet50``, ``raw pixels``, the file
+    stem, or the folder and stem where the stem is generic (``mocov2_demo/checkpoint_0002``)."""
+    path = str(path)
+    if path.startswith("random:"):
+        arch, _, seed = path[len("random:"):].partition("@")
+        return " ".join(x for x in ("random init", arch, f"seed {seed}" if seed not in ("", "0") else "") if x)
+    if path.startswith("pixels:"):
+        return "raw pixels"
+    p = Path(path)
+    stem = p.name.split(".")[0] or p.name
+    return f"{p.parent.name}/{stem}" if _GENERIC_STEM.match(stem) and p.parent.name else stem
+
+
+def check_label(label: str) -> str:
+    """``--label``: one line of at most 60 printable characters (it heads a column and names plot series)."""
+    bad = [c for c in label if unicodedata.category(c)[0] in "CZ" and c != " "]
+    if not label.strip() or label != label.strip() or len(label) > MAX_LABEL or bad:
+        raise ConfigError(f"--label {label!r}: give 1 to {MAX_LABEL} printable characters, no control characters, "
+                          "no leading or trailing space")
+    return label
+
+
 def read_result(path: Path) -> Dict[str, Any]:
-    """Read and validate one record; raises ``SchemaError`` naming the file on anything malformed."""
+    """Read and check one record; raises ``SchemaError`` naming the file on anything malformed, including what a
+    planted file does (a FIFO or a device, a huge or deeply nested file, a field of the wrong type)."""
     path = Path(path)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        validate(record)
+        record = json.loads(read_regular(path, MAX_RECORD_BYTES).decode("utf-8"))
+        check_readable(record)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SchemaError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise SchemaError(f"{path}: not a moco-bench result: JSON nested deeper than a record ever is") from None
+    except NotReadable as e:
+        raise SchemaError(f"{e} (not a moco-bench result)") from None
     except SchemaError as e:
+        raise SchemaError(f"{path}: not a moco-bench result: {e}") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
         raise SchemaError(f"{path}: not a moco-bench result: {e}") from None
     return record
 
@@ -104,19 +147,20 @@ def load_results(folder: Path | str | List[Path | str]) -> pd.DataFrame:
             "file": str(path),
             "evaluation": ev["name"],
             "protocol": ev["protocol"],
-            "variant": ev.get("variant", ""),
-            "benchmark": ev.get("benchmark", ev["name"]),
-            "dataset": ev.get("dataset", ""),
-            "dataset_root": ev.get("dataset_root", ""),
-            "split": ev.get("split", ""),
-            "layer": ev.get("layer", ""),
+            "variant": ev.get("variant") or "",
+            "benchmark": ev.get("benchmark") or ev["name"],
+            "dataset": ev.get("dataset") or "",
+            "dataset_root": ev.get("dataset_root") or "",
+            "split": ev.get("split") or "",
+            "layer": ev.get("layer") or "",
             "comparable": bool(ev.get("comparable", False)),  # a record that does not say is not comparable
-            "comparability_note": ev.get("comparability_note", "not comparable: the record does not say"),
+            "comparability_note": ev.get("comparability_note") or "not comparable: the record does not say",
             "published_protocol": ev.get("published_protocol") or "",
             "comparability": ev.get("comparability") or {},
-            "checkpoint": ck.get("path", ""),
-            "sha256": ck.get("sha256", ""),
-            "arch": ck.get("arch", ""),
+            "checkpoint": ck.get("path") or "",
+            "sha256": ck.get("sha256") or "",
+            "label": ck.get("label") or default_label(ck.get("path") or ""),
+            "arch": ck.get("arch") or "",
             "epochs": ck.get("epochs"),
             "recipe_method": recipe.get("method") or "",
             "recipe_epochs": "" if recipe.get("epochs") is None else str(recipe["epochs"]),
@@ -125,11 +169,14 @@ def load_results(folder: Path | str | List[Path | str]) -> pd.DataFrame:
             "recipe_deviations": _deviations(recipe.get("deviations")),
             "status": rec["status"],
             "error": rec.get("error"),
-            "finished": rec["timing"].get("end", ""),
+            "finished": rec["timing"].get("end") or "",
+            "examples": rec.get("examples"),
+            "seeds": ev.get("seeds"),
         }
         metrics = rec["metrics"] or {None: float("nan")}
+        per_seed = rec.get("per_seed") or {}
         for name, value in metrics.items():
-            rows.append({**base, "metric": name, "value": value})
+            rows.append({**base, "metric": name, "value": value, "per_seed": per_seed.get(name)})
     df = pd.DataFrame(rows)
     df.attrs["skipped"] = skipped
     return df

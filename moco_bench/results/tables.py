@@ -17,11 +17,10 @@ from typing import Dict, Optional, Tuple
 import pandas as pd
 
 from moco_bench.results.published import layer_of, published_dataset
-from moco_bench.results.store import checkpoint_label
 
 COLUMNS = ["row", "method", "epochs", "arch", "dataset", "protocol", "layer", "metric", "value", "reference",
            "reference_value", "delta", "spread", "within_spread", "source", "note", "comparable", "comparability",
-           "checkpoint"]
+           "checkpoint", "file"]
 # Metrics a summary leaves to the per-benchmark tables: spreads over seeds, last-epoch values, top-5.
 NOT_HEADLINE = r"(?:_std|_min|_max|_last)$|top5"
 Reference = Optional[Tuple[str, str]]  # (method, epochs) named by hand, e.g. ("MoCo v1", "200")
@@ -42,12 +41,23 @@ def natural(text: pd.Series) -> pd.Series:
     return text.str.replace(r"\d+", lambda m: m.group(0).zfill(6), regex=True)
 
 
+def labels(results: pd.DataFrame) -> pd.Series:
+    """Each row's checkpoint name in tables and plots: its recorded label (``--label``, or the default), with 8 hex
+    digits of its hash where two checkpoints share one, so that no two checkpoints ever merge into one column."""
+    if results.empty:
+        return pd.Series([], dtype=object)
+    label = results["label"].astype(str)
+    ids = results["checkpoint"].astype(str) + "\0" + results["sha256"].astype(str)
+    shared = ids.groupby(label).transform("nunique") > 1
+    return label.where(~shared, label + " #" + results["sha256"].astype(str).str[:8])
+
+
 def ours(results: pd.DataFrame) -> pd.DataFrame:
     """Our finished rows, the newest record winning where one evaluation of a checkpoint has several."""
     ok = results[results["status"] == "ok"].copy() if not results.empty else results
     if ok.empty:
         return pd.DataFrame(columns=COLUMNS + ["benchmark", "table"])
-    ok["method"] = [checkpoint_label(p, s) for p, s in zip(ok["checkpoint"], ok["sha256"])]
+    ok["method"] = labels(ok)
     records = ok.drop_duplicates(["file"])[["file", "method", "evaluation", "finished"]].sort_values("finished")
     counts = records.groupby(["method", "evaluation"])["file"].transform("count")
     newest = records.groupby(["method", "evaluation"])["file"].transform("last")
@@ -140,22 +150,6 @@ def compile_tables(results: pd.DataFrame, published: Optional[pd.DataFrame] = No
     return tables
 
 
-def summary_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Our checkpoints side by side: one row per (table, protocol, layer, metric), one column per checkpoint.
-
-    Spreads (``_std``/``_min``/``_max``), last-epoch values and top-5 stay in the per-benchmark tables, which also
-    hold the protocol of every number; the table name says which protocol variant a row comes from.
-    """
-    mine = ours(results)
-    mine = mine[~mine["metric"].str.contains(NOT_HEADLINE, regex=True)]
-    if mine.empty:
-        return pd.DataFrame()
-    index = ["table", "protocol", "layer", "metric"]
-    wide = mine.assign(protocol=mine["evaluation"]).pivot_table(index=index, columns="method", values="value",
-                                                                aggfunc="first")
-    return wide.reset_index().sort_values(index, key=natural).reset_index(drop=True)
-
-
 def summary_rows(tables: Dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per (table, metric, checkpoint) of ours, with the reference row chosen for it and the delta: the
     report's summary, which holds each checkpoint against the published numbers rather than against the others."""
@@ -174,7 +168,7 @@ def status_table(results: pd.DataFrame) -> pd.DataFrame:
     """One line per record that is not ok (failed or skipped), with the first line of its reason."""
     bad = results[results["status"] != "ok"].drop_duplicates("file")
     return pd.DataFrame({
-        "checkpoint": [checkpoint_label(p, s) for p, s in zip(bad["checkpoint"], bad["sha256"])],
+        "checkpoint": labels(bad).tolist(),
         "evaluation": bad["evaluation"], "status": bad["status"],
         "reason": [str(e).splitlines()[0] if e else "" for e in bad["error"]], "file": bad["file"],
     }).reset_index(drop=True)

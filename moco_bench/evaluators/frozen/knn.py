@@ -28,8 +28,10 @@ def _as_numpy(x) -> np.ndarray:
 
 
 def vote(sims: np.ndarray, neighbour_labels: np.ndarray, val_labels: np.ndarray, ks: Sequence[int], T: float,
-         num_classes: int, chunk: int = 8192) -> Dict[int, Tuple[float, float]]:
-    """``{k: (top1 %, top5 %)}`` from the ``max(ks)`` sorted neighbours' similarities and labels.
+         num_classes: int, chunk: int = 8192, top1_hits: Dict[int, np.ndarray] | None = None
+         ) -> Dict[int, Tuple[float, float]]:
+    """``{k: (top1 %, top5 %)}`` from the ``max(ks)`` sorted neighbours' similarities and labels; ``top1_hits``, when
+    given, receives each image's top-1 correctness per k (the report's bootstrap resamples them).
 
     As DINO's ``knn_classifier`` (and mmselfsup's copy of it): the first ``k`` neighbours vote ``exp(sim / T)``
     (float32) for their class, every class is ranked by its vote sum with ``torch.sort(descending=True)``, top-1
@@ -37,6 +39,8 @@ def vote(sims: np.ndarray, neighbour_labels: np.ndarray, val_labels: np.ndarray,
     votes can therefore fill a top-5 slot when fewer than five classes received votes.
     """
     hits = {k: np.zeros(2, dtype=np.int64) for k in ks}
+    if top1_hits is not None:
+        top1_hits.update({k: np.zeros(len(sims), dtype=bool) for k in ks})
     for start in range(0, len(sims), chunk):
         w = torch.from_numpy(np.ascontiguousarray(sims[start:start + chunk], dtype=np.float32)).div(T).exp()
         lab = torch.from_numpy(neighbour_labels[start:start + chunk])
@@ -46,12 +50,15 @@ def vote(sims: np.ndarray, neighbour_labels: np.ndarray, val_labels: np.ndarray,
             _, ranked = scores.sort(1, True)
             correct = ranked[:, : min(5, k)] == target
             hits[k] += np.array([correct[:, 0].sum().item(), correct.any(dim=1).sum().item()])
+            if top1_hits is not None:
+                top1_hits[k][start:start + len(w)] = correct[:, 0].numpy()
     return {k: (100.0 * float(h[0]) / len(sims), 100.0 * float(h[1]) / len(sims)) for k, h in hits.items()}
 
 
 def knn_multi_k(train_feats, train_labels, val_feats, val_labels, ks: Sequence[int], T: float,
                 num_classes: int | None = None, *, query_chunk: int = QUERY_CHUNK, train_chunk: int = TRAIN_CHUNK,
-                device: str = "cpu", backend: str = "auto") -> Dict[int, Tuple[float, float]]:
+                device: str = "cpu", backend: str = "auto", top1_hits: Dict[int, np.ndarray] | None = None
+                ) -> Dict[int, Tuple[float, float]]:
     """``{k: (top1 %, top5 %)}`` for every ``k`` from one search of ``max(ks)`` neighbours.
 
     Accepts numpy arrays, memory maps or torch tensors (normalized or not).
@@ -68,7 +75,7 @@ def knn_multi_k(train_feats, train_labels, val_feats, val_labels, ks: Sequence[i
         raise ConfigError(f"kNN: k values must be positive integers, got {ks}")
     sims, idx = search(train_feats, val_feats, ks[-1], query_chunk=query_chunk, train_chunk=train_chunk,
                        device=device, backend=backend)
-    return vote(sims, train_labels[idx], val_labels, ks, T, num_classes)
+    return vote(sims, train_labels[idx], val_labels, ks, T, num_classes, top1_hits=top1_hits)
 
 
 def knn_top1(train_feats, train_labels, val_feats, val_labels, k: int, T: float) -> float:
@@ -95,12 +102,14 @@ def knn(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     if train.labels.ndim != 1:
         raise ConfigError(f"{cfg.get('_source_', 'config')}: kNN votes for one class per image; the "
                           f"{cfg.data.reader} reader gives several (multi-label)")
+    top1_hits: Dict[int, np.ndarray] = {}
     with ctx.stage("knn"):
         check_finite(train.features[layer], train.images, f"{cfg.data.train_split} split")
         check_finite(val.features[layer], val.images, f"{cfg.data.test_split} split")
         res = knn_multi_k(train.features[layer], train.labels, val.features[layer], val.labels, list(cfg.knn.k),
                           float(cfg.knn.temperature), len(train.classes), query_chunk=int(cfg.knn.query_chunk),
-                          train_chunk=int(cfg.knn.train_chunk), device=ctx.device, backend=str(cfg.knn.backend))
+                          train_chunk=int(cfg.knn.train_chunk), device=ctx.device, backend=str(cfg.knn.backend),
+                          top1_hits=top1_hits)
     metrics = {}
     for k, (top1, top5) in res.items():
         metrics[f"top1@k{k}"], metrics[f"top5@k{k}"] = top1, top5
@@ -109,4 +118,6 @@ def knn(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
             "layer": layer, "precision": str(cfg.features.precision), "temperature": float(cfg.knn.temperature),
             "feature_cache": {"train": train.cache, "val": val.cache}, "runtime": train.runtime,
             "index": describe(choose_backend(str(cfg.knn.backend), ctx.device), ctx.device)}
-    return EvalOutput(metrics=metrics, details={"peak_rss_mib": peak_rss_mib()}, info=info)
+    examples = {"images": val.images, "root": str(cfg.data.root),
+                "metrics": {f"top1@k{k}": {"kind": "accuracy", "hits": h} for k, h in top1_hits.items()}}
+    return EvalOutput(metrics=metrics, details={"peak_rss_mib": peak_rss_mib()}, info=info, examples=examples)

@@ -193,8 +193,10 @@ def _one_class(X, t, Xtest, ttest, costs, p: SVMParams, name: str) -> dict:
     cv = cross_validated_ap(Xc, y, costs, p, stats=stats)
     best = int(np.argmax(cv))  # first best, in config order, as np.argmax in the anchors
     w, b = fit_binary(Xc, y, costs[best], p, costs, stats)
-    ap = average_precision(ttest, Xtest @ w + b, what=f"test class {name!r}")
-    return {"cost": float(costs[best]), "cv_ap": cv.tolist(), "ap": ap, **solve_counts(stats)}
+    scores = Xtest @ w + b
+    ap = average_precision(ttest, scores, what=f"test class {name!r}")
+    return {"cost": float(costs[best]), "cv_ap": cv.tolist(), "ap": ap, "scores": scores,
+            **solve_counts(stats)}
 
 
 def parallel(tasks: list, n_jobs: int, desc: str) -> list:
@@ -238,7 +240,8 @@ def check_positives(targets: np.ndarray, classes: Sequence[str], split: str) -> 
 def voc07_svm_on_features(train_X: np.ndarray, train_T: np.ndarray, test_X: np.ndarray, test_T: np.ndarray,
                           classes: Sequence[str], costs: Sequence[float], p: SVMParams, n_jobs: int = 1,
                           images: Tuple[Sequence[str], Sequence[str]] | None = None) -> dict:
-    """The full VOC07 SVM protocol on given features: ``{mAP, ap, cost, cv_ap, max_iter}`` (AP in percent).
+    """The full VOC07 SVM protocol on given features: ``{mAP, ap, cost, cv_ap, max_iter, scores}`` (AP in percent;
+    ``scores``: the ``(N, C)`` test scores, the per-example outputs the report resamples).
 
     ``images`` (train, test image names) lets a NaN/Inf error name the images instead of row numbers.
     """
@@ -252,7 +255,8 @@ def voc07_svm_on_features(train_X: np.ndarray, train_T: np.ndarray, test_X: np.n
     aps = [100.0 * o["ap"] for o in out]
     return {"mAP": float(np.mean(aps)), "ap": dict(zip(classes, aps)),
             "cost": {name: o["cost"] for name, o in zip(classes, out)},
-            "cv_ap": {name: o["cv_ap"] for name, o in zip(classes, out)}, **sum_counts(out)}
+            "cv_ap": {name: o["cv_ap"] for name, o in zip(classes, out)}, **sum_counts(out),
+            "scores": np.stack([o["scores"] for o in out], axis=1)}
 
 
 # --- evaluators -----------------------------------------------------------------------------------------------
@@ -299,7 +303,7 @@ def voc07_svm(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """VOC07 SVM: metrics ``mAP`` (first layer of ``features.layers``) and ``<layer>_mAP`` for every layer."""
     p, costs, layers = SVMParams.from_config(cfg.svm), costs_of(cfg), list(cfg.features.layers)
     train, test = splits(backbone, cfg, ctx)
-    metrics, details, counts = {}, {}, []
+    metrics, details, counts, scores = {}, {}, [], {}
     for layer in layers:
         with ctx.stage(f"svm_{layer}"):
             res = voc07_svm_on_features(train.features[layer], train.labels, test.features[layer], test.labels,
@@ -309,10 +313,14 @@ def voc07_svm(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
         details[layer] = {"per_class_ap": res["ap"], "chosen_cost": res["cost"], "cv_ap": res["cv_ap"],
                           "solves_at_max_iter": res["max_iter"], "numerical_instability_warnings": res["unstable"]}
         counts.append(res)
+        scores[f"{layer}_mAP"] = res["scores"]
     details["solves"] = log_solves(str(cfg.name), sum_counts(counts))
     metrics["mAP"] = metrics[f"{layers[0]}_mAP"]
     if len(layers) == 1:
         del metrics[f"{layers[0]}_mAP"]
     details["costs"] = costs
-    return EvalOutput(metrics=metrics, details=details,
+    scores["mAP"] = scores[f"{layers[0]}_mAP"]
+    examples = {"images": test.images, "root": str(cfg.data.root), "metrics": {
+        m: {"kind": "map", "scores": scores[m], "targets": test.labels} for m in metrics}}
+    return EvalOutput(metrics=metrics, details=details, examples=examples,
                       info=info(cfg, layers, train, test, backend=p.backend, difficult_in_train=p.difficult_in_train))

@@ -123,7 +123,11 @@ def _output(cfg: DictConfig, run: LinearRun, result: dict, extra_variant: str = 
     info = {"dataset": str(cfg.data.name), "dataset_root": str(cfg.data.root), "split": str(cfg.data.test_split),
             "layer": layers[0] if len(layers) == 1 else "all", "pooling": resolved(cfg)["features"]["pooling"],
             "seeds": [int(cfg.seed)], "variant": variant}
-    return EvalOutput(metrics=metrics_of(result["summary"]), details=details, info=info)
+    several, images = list(result["summary"]) != ["gap"], getattr(run.val_set, "images", None)
+    examples = {"images": images, "root": str(cfg.data.root), "metrics": {  # the names of metrics_of
+        f"{layer}_top1" if several else "top1": {"kind": "accuracy", "hits": hits}
+        for layer, hits in result["hits"].items()}} if result["hits"] and images is not None else {}
+    return EvalOutput(metrics=metrics_of(result["summary"]), details=details, info=info, examples=examples)
 
 
 def _evaluate(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
@@ -146,7 +150,7 @@ class _CachedFeatures(Dataset):
         feats = split.features
         if sum(v.nbytes for v in feats.values()) <= in_memory_bytes:
             feats = {k: torch.from_numpy(np.array(v)) for k, v in feats.items()}
-        self.feats, self.labels = feats, torch.as_tensor(split.labels)
+        self.feats, self.labels, self.images = feats, torch.as_tensor(split.labels), split.images
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -158,10 +159,12 @@ def _autocast(device: torch.device, tc: TrainConfig):
 @torch.no_grad()
 def evaluate(extract: Callable, heads: nn.Module, loader: DataLoader, env: DistEnv, tc: TrainConfig,
              num_classes: int) -> Dict[str, Dict[str, float]]:
-    """Top-1 / top-5 (%) per head over the whole loader (summed over ranks)."""
+    """Top-1 / top-5 (%) per head over the whole loader (summed over ranks), and ``hits``: each val image's top-1
+    correctness in the val set's order (the report's bootstrap resamples them)."""
     heads.eval()
     counts: Optional[torch.Tensor] = None
     names: List[str] = []
+    hits: Dict[str, List[torch.Tensor]] = {}
     k = min(5, num_classes)
     for x, y in bar(loader, desc="val", leave=False, disable=not env.is_main):
         x, y = _to(x, env.device, tc.channels_last), y.to(env.device)
@@ -174,12 +177,38 @@ def evaluate(extract: Callable, heads: nn.Module, loader: DataLoader, env: DistE
         for i, name in enumerate(names):
             top = logits[name].topk(k, dim=1).indices
             hit = top.eq(y[:, None])
+            hits.setdefault(name, []).append(hit[:, 0].to(torch.uint8))
             counts[i, 0] += hit[:, 0].sum()
             counts[i, 1] += hit.any(dim=1).sum()
             counts[i, 2] += y.numel()
     if env.world_size > 1:
         dist.all_reduce(counts)
-    return {n: {"top1": float(100 * c[0] / c[2]), "top5": float(100 * c[1] / c[2])} for n, c in zip(names, counts)}
+    return {n: {"top1": float(100 * c[0] / c[2]), "top5": float(100 * c[1] / c[2]),
+                "hits": _in_val_order(torch.cat(hits[n]), env)} for n, c in zip(names, counts)}
+
+
+def _in_val_order(local: torch.Tensor, env: DistEnv) -> np.ndarray:
+    """Every rank's hits in the val set's order: rank r evaluated images r, r + W, r + 2W, ... (:func:`_loaders`)."""
+    if env.world_size == 1:
+        return local.cpu().numpy().astype(bool)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=env.device) for _ in range(env.world_size)]
+    dist.all_gather(sizes, torch.tensor([local.numel()], device=env.device))
+    padded = torch.zeros(int(max(sizes)), dtype=torch.uint8, device=env.device)
+    padded[:local.numel()] = local
+    parts = [torch.zeros_like(padded) for _ in range(env.world_size)]
+    dist.all_gather(parts, padded)
+    out = np.zeros(int(sum(sizes)), dtype=bool)
+    for r, (part, size) in enumerate(zip(parts, sizes)):
+        out[r::env.world_size] = part[:int(size)].cpu().numpy().astype(bool)
+    return out
+
+
+def _keep_best_hits(best: dict, acc: Dict[str, dict], epoch: int) -> None:
+    """Per head, the val hits of its best epoch so far (the first best, as :func:`summarize` picks it), packed."""
+    for name, a in acc.items():
+        if name not in best or a["top1"] > best[name]["top1"]:
+            best[name] = {"epoch": epoch, "top1": a["top1"], "n": len(a["hits"]),
+                          "hits": torch.from_numpy(np.packbits(a["hits"]))}
 
 
 def _write_log(path: Path, history: List[dict]) -> None:
@@ -271,7 +300,8 @@ def _distributed(heads: Heads, env: DistEnv) -> nn.Module:
 def train_heads(run: LinearRun) -> dict:
     """Train ``run.heads`` on ``run.extract(images)`` and evaluate them each epoch (or every ``val_every``).
 
-    Returns ``{"summary": summarize(...), "history": [...], "resumed_from": epoch or None, "frozen_check": text}``.
+    Returns ``{"summary": summarize(...), "history": [...], "resumed_from": epoch or None, "frozen_check": text,
+    "hits": {head: val hits of its best epoch}}`` (a head resumed from a checkpoint that predates them has none).
     Raises :class:`TrainingDiverged` on a non-finite loss and :class:`BackboneChanged` when the backbone moved.
     """
     env, tc = run.env, run.tc
@@ -284,7 +314,8 @@ def train_heads(run: LinearRun) -> dict:
     ckpt = _resume(run.out_dir / CHECKPOINT, run.fingerprint, run.heads, optimizer, scheduler)
     history: List[dict] = list(ckpt["history"]) if ckpt else []
     start = int(ckpt["epoch"]) if ckpt else 0
-    state = {"frozen_check": ckpt["frozen_check"] if ckpt else "not run"}
+    state = {"frozen_check": ckpt["frozen_check"] if ckpt else "not run",
+             "best_hits": dict(ckpt.get("best_hits") or {}) if ckpt else {}}
     model, layers = _distributed(run.heads, env), list(run.heads.heads)
     train_loader, val_loader, sampler, generator = _loaders(run)
     for epoch in range(start, tc.epochs):
@@ -306,14 +337,18 @@ def train_heads(run: LinearRun) -> dict:
                 acc = evaluate(run.extract, run.heads, val_loader, env, tc, run.num_classes)
             for n in layers:
                 row[f"{n}_top1"], row[f"{n}_top5"] = acc[n]["top1"], acc[n]["top5"]
+            _keep_best_hits(state["best_hits"], acc, epoch + 1)
         history.append(row)
-        _checkpoint(run, epoch, optimizer, scheduler, history, state["frozen_check"], row)
+        _checkpoint(run, epoch, optimizer, scheduler, history, state, row)
     check_frozen(run.backbone, run.reference, f"{run.source}, at the end of training")
-    return {"summary": summarize(history, layers), "history": history,
-            "resumed_from": start if ckpt else None, "frozen_check": state["frozen_check"]}
+    summary = summarize(history, layers)
+    hits = {n: np.unpackbits(b["hits"].numpy(), count=b["n"]).astype(bool) for n, b in state["best_hits"].items()
+            if n in summary and b["epoch"] == summary[n]["best_epoch"]}
+    return {"summary": summary, "history": history, "resumed_from": start if ckpt else None,
+            "frozen_check": state["frozen_check"], "hits": hits}
 
 
-def _checkpoint(run: LinearRun, epoch: int, optimizer, scheduler, history: List[dict], frozen_check: str,
+def _checkpoint(run: LinearRun, epoch: int, optimizer, scheduler, history: List[dict], state: dict,
                 row: dict) -> None:
     """Rank 0 writes the resumable state (atomically), the CSV log and one log line per epoch."""
     if not run.env.is_main:
@@ -321,7 +356,7 @@ def _checkpoint(run: LinearRun, epoch: int, optimizer, scheduler, history: List[
     atomic_torch_save(run.out_dir / CHECKPOINT, {
         "epoch": epoch + 1, "heads": run.heads.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "history": history, "fingerprint": run.fingerprint,
-        "frozen_check": frozen_check})
+        "frozen_check": state["frozen_check"], "best_hits": state["best_hits"]})
     _write_log(run.out_dir / "log.csv", history)
     log.info("epoch %d/%d %s", epoch + 1, run.tc.epochs,
              " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
