@@ -73,7 +73,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides or []) + extra
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    stamp = "" if sys.stderr.isatty() else "%(asctime)s "  # a log file, CI or nohup: when each line was written
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format=f"{stamp}%(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs each SIMD build it tries at INFO
     handle_sigterm()
     try:

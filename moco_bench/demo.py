@@ -9,7 +9,6 @@ Every stage resumes: finished pretraining epochs and finished evaluations are no
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from dataclasses import replace
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from moco_bench.core.errors import MocoBenchError
+from moco_bench.core.helpfmt import DefaultsHelpFormatter
 
 log = logging.getLogger(__name__)
 PRETRAIN_CONFIG = "pretrain/mocov2_demo_fmnist.yaml"  # relative to the project root
@@ -27,7 +27,7 @@ def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List
              suite_overrides: Optional[List[str]] = None, data: Optional[Dict[str, dict]] = None,
              suite: Path | str = SUITE) -> Path:
     """Run the demo into ``out``; returns the report's path. ``data`` gives embedded-dataset sizes by name."""
-    from moco_bench.core.paths import project_file
+    from moco_bench.core.paths import config_file
     from moco_bench.data import embedded
     from moco_bench.engine.eval_all import eval_all
     from moco_bench.engine.suite import load_suite
@@ -45,13 +45,14 @@ def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List
     seconds["data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    cfg = load_recipe(project_file(PRETRAIN_CONFIG), [f"output_dir={out / 'pretrain'}", *(pretrain_overrides or [])])
+    cfg = load_recipe(config_file(PRETRAIN_CONFIG, "pretrain"),
+                      [f"output_dir={out / 'pretrain'}", *(pretrain_overrides or [])])
     checkpoint = pretrain(cfg)
     if checkpoint is None:
         raise MocoBenchError(f"{out / 'pretrain'}: pretraining wrote no checkpoint")
     seconds["pretrain"] = time.perf_counter() - t0
 
-    loaded = load_suite(project_file(suite), suite_overrides)
+    loaded = load_suite(suite, suite_overrides)
     pixel_suite = replace(loaded, entries=[e for e in loaded.entries if e.cfg.evaluator in pixel_protocols()])
     failed = []
     runs = (("pretrained", str(checkpoint), loaded, f"MoCo v2 demo ({cfg.optim.epochs} ep)"),
@@ -85,7 +86,7 @@ def _demo(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="pretrain the demo recipe, run the demo suite, compile the report",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("results/demo"))
     p.add_argument("--pretrain", dest="pretrain_overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="overrides of pretrain/mocov2_demo_fmnist.yaml")

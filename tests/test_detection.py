@@ -26,7 +26,7 @@ from torch import nn
 import moco_bench.evaluators.detection.detection  # noqa: F401 - registers the "detectron2" evaluator
 from moco_bench import cli
 from moco_bench.convert import load_backbone, read_detectron2_pkl, write_detectron2
-from moco_bench.core.errors import CheckpointError
+from moco_bench.core.errors import CheckpointError, ConfigError
 from moco_bench.core.schema import flatten
 from moco_bench.data import embedded
 from moco_bench.engine.runner import check_config, checkpoint_id, evaluate_checkpoint, run_evaluation
@@ -239,9 +239,13 @@ def test_nan_loss_stops_with_failed_record_and_log(moco_small, tiny, tmp_path):
 
 
 @needs_d2
-def test_missing_dataset_is_skipped_naming_the_folders(moco_r18, tmp_path, monkeypatch):
+def test_missing_dataset_is_skipped_naming_the_folders(moco_r50, moco_r18, tmp_path, monkeypatch):
     monkeypatch.setenv("MOCO_BENCH_DATASETS", str(tmp_path / "datasets"))
-    record = run_evaluation(moco_r18, load_evaluation(EVALUATE / "voc0712_frcnn_c4_24k.yaml"), out_root=tmp_path)
+    cfg = load_evaluation(EVALUATE / "voc0712_frcnn_c4_24k.yaml")
+    with pytest.raises(ConfigError, match="Res5ROIHeadsExtraNorm runs res5's bottleneck blocks .* a resnet18 has "
+                                          "BasicBlocks"):  # refused before anything, whatever the data
+        run_evaluation(moco_r18, cfg, out_root=tmp_path)
+    record = run_evaluation(moco_r50[1], cfg, out_root=tmp_path)
     assert record["status"] == "skipped"
     assert str(tmp_path / "datasets" / "VOC2007") in record["error"] and "VOC2012" in record["error"]
     assert "JPEGImages" in record["error"]

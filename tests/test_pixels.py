@@ -65,6 +65,7 @@ def test_what_needs_a_network_is_refused_before_any_work(imagefolder_root, miniv
     assert pixel_protocols() == ["knn", "linear"]
     for name in ("imagenet_mhead_linear_fast.yaml", "voc07_svm.yaml", "voc_detection_fpn.yaml"):
         cfg = load_evaluation(EVALUATE / "demo" / name)
-        with pytest.raises(ConfigError, match=rf"{cfg.evaluator} protocol needs a network; pixels: .*knn, linear"):
+        with pytest.raises(ConfigError, match=rf"{cfg.evaluator} protocol needs a network; raw pixels run only "
+                                              r"with .*knn, linear"):
             run_evaluation(load_backbone("pixels:"), cfg, out_root=tmp_path, workers=0)
     assert not any(tmp_path.iterdir())

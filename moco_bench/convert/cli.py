@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from moco_bench.core.helpfmt import DefaultsHelpFormatter
+
 TARGETS = ("torchvision", "detectron2", "both")  # moco_bench.convert.outputs; here so that --help imports no torch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert", help="convert a self-supervised checkpoint to torchvision / detectron2 weights",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
         description="Detects the checkpoint layout and the ResNet architecture from the keys and shapes, writes "
                     "backbone.pth (torchvision state dict without fc) and/or backbone.pkl (detectron2, MoCo's "
                     "conversion rules) and convert_report.json into the output folder. CKPT may be a torch file "

@@ -22,7 +22,11 @@ class CheckpointError(MocoBenchError):
 
 
 class ResultExistsError(MocoBenchError):
-    """A finished result is already on disk and ``force`` was not given."""
+    """A finished result is already on disk and ``force`` was not given; ``path`` is that result's file."""
+
+    def __init__(self, message: str, path=None):
+        super().__init__(message)
+        self.path = path
 
 
 class DatasetNotFound(DataError):

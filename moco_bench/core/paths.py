@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from moco_bench.core.errors import MocoBenchError
+from moco_bench.core.errors import ConfigError, MocoBenchError
 
 FASHION_MNIST_DEFAULT = Path("/usr/share/datasets/fashion-mnist")
 
@@ -26,17 +26,19 @@ def fashion_mnist_dir() -> Path:
     return Path(os.environ.get("MOCO_BENCH_FASHION_MNIST", FASHION_MNIST_DEFAULT)).expanduser()
 
 
-def project_root() -> Path:
-    """The checkout holding the package and its protocol configs (``evaluate/``, ``suites/``, ``pretrain/``).
+SHIPPED = ("evaluate", "suites", "pretrain", "results/published")
 
-    The configs are not packaged: moco-bench runs from a checkout (``pip install -e .``), and a copy of the
-    package without them is an error here rather than a missing file later.
-    """
-    root = Path(__file__).resolve().parents[2]
-    if not all((root / d).is_dir() for d in ("evaluate", "suites", "pretrain")):
-        raise MocoBenchError(f"{root}: moco-bench's protocol configs (evaluate/, suites/, pretrain/) are not "
-                             "beside the package; install it from a checkout with `pip install -e .`")
-    return root
+
+def project_root() -> Path:
+    """Where the protocol configs, suites, recipes and published numbers are: the checkout's top-level folders
+    (an editable install, where researchers read and edit them), else the copies a wheel ships in
+    ``moco_bench/shipped/``."""
+    here = Path(__file__).resolve()
+    for root in (here.parents[2], here.parents[1] / "shipped"):
+        if all((root / d).is_dir() for d in SHIPPED):
+            return root
+    raise MocoBenchError(f"{here.parents[1]}: moco-bench's protocol configs (evaluate/, suites/, pretrain/, "
+                         "results/published/) are neither beside the package nor shipped in it: reinstall it")
 
 
 def project_file(path: str | Path) -> Path:
@@ -49,9 +51,18 @@ def project_file(path: str | Path) -> Path:
 
 
 def config_file(name: str | Path, folder: str) -> Path:
-    """A shipped config by name (``imagenet_knn`` -> ``<project>/evaluate/imagenet_knn.yaml`` for ``folder``
-    ``evaluate``) or any config by path (as :func:`project_file` finds it)."""
-    text = str(name)
-    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).expanduser().exists():
-        return project_file(text)
-    return project_root() / folder / f"{text}.yaml"
+    """A config given as a path that exists (relative to the working directory, or absolute), else a shipped one:
+    by name (``imagenet_knn`` or ``demo/imagenet_knn`` -> ``evaluate/[demo/]imagenet_knn.yaml`` when ``folder``
+    is ``evaluate``) or by its path in the project (``evaluate/imagenet_knn.yaml``), from any folder."""
+    p = Path(str(name)).expanduser()
+    if p.exists() or p.is_absolute():
+        return p
+    root = project_root()
+    named = root / folder / (p if p.suffix in (".yaml", ".yml") else p.with_name(p.name + ".yaml"))
+    for candidate in (named, root / p):
+        if candidate.is_file():
+            return candidate
+    known = sorted(str(f.relative_to(root / folder).with_suffix("")) for f in (root / folder).rglob("*.yaml")
+                   if "detectron2" not in f.parts)
+    raise ConfigError(f"{name}: no such config file, here or among the shipped {folder}/ configs "
+                      f"({', '.join(known[:12])}{', ...' if len(known) > 12 else ''})")

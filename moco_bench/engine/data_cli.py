@@ -4,10 +4,10 @@ the evaluation checks them, and what the check means for comparability)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from moco_bench.core.errors import ConfigError
+from moco_bench.core.helpfmt import DefaultsHelpFormatter
 
 
 def parse_options(items) -> dict:
@@ -73,7 +73,7 @@ def register(sub) -> None:
     data = sub.add_parser("data", help="embedded datasets; dataset checks")
     dsub = data.add_subparsers(dest="data_command", required=True)
     b = dsub.add_parser("build", help="build an embedded dataset into the cache",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=DefaultsHelpFormatter)
     b.add_argument("name", choices=["imagefolder", "minivoc", "minicoco", "deepforest", "minilvis", "minicityscapes",
                                     "minivocseg"])
     b.add_argument("options", nargs="*", help="sizes as key=value, e.g. n_trainval=300 canvas=[96,128]")

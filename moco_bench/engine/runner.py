@@ -23,9 +23,10 @@ from moco_bench.core.errors import ConfigError, DatasetNotFound, MissingDependen
 from moco_bench.core.locks import exclusive
 from moco_bench.data.check import check_data
 from moco_bench.engine import comparability
+from moco_bench.engine.fit import misfits
 from moco_bench.evaluators import get as get_evaluator
 from moco_bench.evaluators.base import EvalContext
-from moco_bench.evaluators.schema import load_evaluation, pixel_protocols, spec
+from moco_bench.evaluators.schema import load_evaluation, spec
 from moco_bench.results.examples import save_examples, sidecar
 from moco_bench.results.schema import make_record, now
 from moco_bench.results.store import check_label, checkpoint_label, default_label, is_finished, write_result
@@ -70,15 +71,16 @@ def run_evaluation(
     """
     assessment = check_config(cfg)
     label = check_label(label) if label is not None else default_label(backbone.path)
-    if backbone.format == "pixels" and not spec(str(cfg.evaluator)).takes_pixels:
-        raise ConfigError(f"{cfg.get('_source_') or cfg.name}: the {cfg.evaluator} protocol needs a network; "
-                          f"{backbone.path} (raw pixels) runs only with {', '.join(pixel_protocols())}")
+    problems = misfits(backbone, cfg)
+    if problems:
+        raise ConfigError(f"{cfg.get('_source_') or cfg.name}: {backbone.path} does not fit: " + "; ".join(problems))
     out_dir = Path(out_root) / checkpoint_id(backbone)
     result_path = out_dir / f"{cfg.name}.json"
     main_rank = process_rank() == 0
     with exclusive(out_dir / f".{cfg.name}.lock", f"evaluation {cfg.name} of {out_dir.name}", enabled=main_rank):
         if not force and is_finished(result_path):
-            raise ResultExistsError(f"{result_path}: a finished result is already there (use --force to replace it)")
+            raise ResultExistsError(f"{result_path}: a finished result is already there (use --force to replace it)",
+                                    path=result_path)
         work_dir = out_dir / cfg.name
         if force and main_rank and work_dir.is_dir():
             shutil.rmtree(work_dir)
@@ -90,6 +92,12 @@ def run_evaluation(
             _keep_examples(result_path, record, examples)
             write_result(result_path, record, force=True)
     return record
+
+
+def result_path(out_root: Path | str, record: dict) -> Path:
+    """Where :func:`run_evaluation` writes ``record``."""
+    return Path(out_root) / checkpoint_label(record["checkpoint"]["path"], record["checkpoint"]["sha256"]) / \
+        f"{record['evaluation']['name']}.json"
 
 
 def _keep_examples(result_path: Path, record: dict, examples: Optional[dict]) -> None:
@@ -155,6 +163,6 @@ def evaluate_checkpoint(ckpt: str, config: str, overrides: Optional[Iterable[str
     ``overrides``."""
     from moco_bench.convert import load_backbone
 
-    cfg = load_evaluation(config, overrides)
+    cfg = load_evaluation(paths.config_file(config, "evaluate"), overrides)
     check_config(cfg)
     return run_evaluation(load_backbone(ckpt, weights=weights), cfg, **kwargs)

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from moco_bench.core.helpfmt import DefaultsHelpFormatter
+
 CHECKS = ("versions", "moco", "data", "ddp", "features", "knn", "detection")
 
 
@@ -57,7 +59,7 @@ def _run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("gpu-check", help="run every GPU path once on one GPU and print a table (a few minutes)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     p.add_argument("--device", default="cuda", help="the GPU to check")
     p.add_argument("--batch", type=int, default=256, help="MoCo batch on the one GPU (the recipe's global batch)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per setting")

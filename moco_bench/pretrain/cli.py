@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The usage examples of the description kept as written, and every option's default shown."""
+from moco_bench.core.helpfmt import RawDefaultsHelpFormatter
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "pretrain", help="MoCo v1/v2 pretraining", description=__doc__, formatter_class=_HelpFormatter)
-    p.add_argument("--config", required=True, help="a recipe under pretrain/")
+        "pretrain", help="MoCo v1/v2 pretraining", description=__doc__, formatter_class=RawDefaultsHelpFormatter)
+    p.add_argument("--config", required=True, help="a recipe: shipped, by name (mocov2_r50_in1k_200ep), or any path")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.epochs=100")
     p.add_argument("--launcher", choices=("local", "slurm"), default="local",
                    help="local: this process (or each torchrun process); slurm: submit a job with submitit")
@@ -40,11 +38,12 @@ def register(subparsers) -> None:
 def main(args: argparse.Namespace) -> int:
     from moco_bench.core.config import resolved
     from moco_bench.core.launch import submit
+    from moco_bench.core.paths import config_file
     from moco_bench.pretrain.job import PretrainJob
     from moco_bench.pretrain.schema import load_recipe
     from moco_bench.pretrain.train import preflight, pretrain
 
-    cfg = load_recipe(args.config, args.overrides)
+    cfg = load_recipe(config_file(args.config, "pretrain"), args.overrides)
     if args.launcher == "local":
         last = pretrain(cfg)
         if last is not None:

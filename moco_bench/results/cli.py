@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from pathlib import Path
 
 from moco_bench.core.errors import ConfigError, DataError
+from moco_bench.core.helpfmt import DefaultsHelpFormatter
 
 
 def _tables(args) -> int:
@@ -43,7 +43,7 @@ def _tables(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("tables", help="compile result files into tables and plots beside published numbers",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     p.add_argument("results", nargs="+", type=Path, help="result files or folders (searched recursively)")
     p.add_argument("-o", "--out", type=Path, default=Path("results/report"), help="output folder")
     p.add_argument("--published", action="store_true", help="set the published numbers beside ours")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from moco_bench.core.errors import DataError
+from moco_bench.core.paths import project_root
 
-DEFAULT_CSV = Path(__file__).resolve().parents[2] / "results" / "published" / "numbers.csv"
+DEFAULT_CSV = project_root() / "results" / "published" / "numbers.csv"  # the checkout's, or the copy a wheel ships
 COLUMNS = ("method", "pretrain_data", "epochs", "arch", "benchmark", "protocol", "metric", "value", "spread", "source",
            "note")
 _FEATURE = re.compile(r"feature[1-5]")

@@ -98,7 +98,7 @@ def write_result(path: Path, record: Dict[str, Any], force: bool = False) -> Pat
     path = Path(path)
     validate(record)
     if not force and is_finished(path):
-        raise ResultExistsError(f"{path}: a finished result is already there (use --force to replace it)")
+        raise ResultExistsError(f"{path}: a finished result is already there (use --force to replace it)", path=path)
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False, default=str) + "\n")
     return path
 
