@@ -43,7 +43,7 @@ from moco_bench.core import paths  # noqa: E402
 from moco_bench.data import embedded  # noqa: E402
 from moco_bench.data.deepforest import build_deepforest_voc  # noqa: E402
 from moco_bench.engine.runner import run_evaluation  # noqa: E402
-from moco_bench.evaluators.schema import load_evaluation  # noqa: E402
+from moco_bench.evaluators.catalog import load_evaluation  # noqa: E402
 
 # (name, evaluation config, d2 config or None for the config's own, data, checkpoint)
 SPEED_MODELS = [

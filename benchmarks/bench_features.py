@@ -33,12 +33,12 @@ sys.path.insert(0, str(REPO))
 
 from moco_bench import evaluators  # noqa: E402
 from moco_bench.convert import load_backbone  # noqa: E402
+from moco_bench.data.catalog import open_split  # noqa: E402
 from moco_bench.data.embedded import build_imagefolder, build_minivoc  # noqa: E402
-from moco_bench.data.readers import open_split  # noqa: E402
 from moco_bench.data.transforms import eval_size, eval_transform  # noqa: E402
 from moco_bench.evaluators.base import EvalContext  # noqa: E402
-from moco_bench.evaluators.frozen.features import extract as extract_features  # noqa: E402
-from moco_bench.evaluators.schema import load_evaluation  # noqa: E402
+from moco_bench.evaluators.catalog import load_evaluation  # noqa: E402
+from moco_bench.evaluators.features import extract as extract_features  # noqa: E402
 from moco_bench.models.taps import FeatureTaps  # noqa: E402
 
 # name -> (precision, channels_last, runtime)

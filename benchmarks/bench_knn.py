@@ -33,8 +33,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from moco_bench.evaluators.frozen.knn import knn_multi_k, peak_rss_mib  # noqa: E402
-from moco_bench.evaluators.schema import load_evaluation  # noqa: E402
+from moco_bench.evaluators.catalog import load_evaluation  # noqa: E402
+from moco_bench.evaluators.frozen.knn import peak_rss_mib  # noqa: E402
+from moco_bench.evaluators.neighbours import knn_multi_k  # noqa: E402
 
 KNN = load_evaluation(REPO / "evaluate/imagenet_knn.yaml").knn
 KS, T = [int(k) for k in KNN.k], float(KNN.temperature)
@@ -73,7 +74,7 @@ def anchors_knn(train, train_labels, val, val_labels, k, classes):
 
 def torch_all_k(train, train_labels, val, val_labels, ks, classes, chunk=1024):
     """torch's own all-k search: full similarity rows per chunk of queries, one topk of max(k), the vote per k."""
-    from moco_bench.evaluators.frozen.knn import vote
+    from moco_bench.evaluators.neighbours import vote
 
     tr = torch.nn.functional.normalize(torch.from_numpy(train), dim=1)
     sims, idx = [], []

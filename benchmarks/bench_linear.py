@@ -31,14 +31,15 @@ from torch.utils.data import Subset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from moco_bench import evaluators  # noqa: E402
 from moco_bench.convert import load_backbone  # noqa: E402
 from moco_bench.core.distributed import DistEnv  # noqa: E402
 from moco_bench.data.embedded import build_imagefolder  # noqa: E402
 from moco_bench.evaluators.base import EvalContext  # noqa: E402
+from moco_bench.evaluators.catalog import load_evaluation  # noqa: E402
 from moco_bench.evaluators.linear import linear  # noqa: E402
 from moco_bench.evaluators.linear.heads import Heads, linear_layer, stage_channels  # noqa: E402
 from moco_bench.evaluators.linear.train import LinearRun, TrainConfig, train_heads  # noqa: E402
-from moco_bench.evaluators.schema import load_evaluation  # noqa: E402
 from moco_bench.models.taps import FeatureTaps  # noqa: E402
 
 LAYERS = ["feature1", "feature2", "feature3", "feature4", "feature5"]
@@ -141,7 +142,7 @@ def bench_precision(args, root: Path, di: DistEnv) -> None:
         cfg = load_evaluation(REPO / "evaluate" / "demo" / "imagenet_mhead_linear.yaml", [f"data.root={root}", *flags])
         with tempfile.TemporaryDirectory() as out:
             ctx = EvalContext(out_dir=Path(out), cache_dir=Path(out), device=str(di.device), workers=0)
-            top1[label] = linear.EVALUATORS.get("mhead_linear")(backbone, cfg, ctx).metrics
+            top1[label] = evaluators.get("mhead_linear")(backbone, cfg, ctx).metrics
     print(f"\ntop-1 after evaluate/demo/imagenet_mhead_linear.yaml ({cfg.schedule.epochs} epochs, random-init "
           "ResNet-18, 32 px, 1000 train images, same seed):")
     for layer in LAYERS:

@@ -31,9 +31,9 @@ from joblib import Parallel, delayed
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from moco_bench.evaluators.catalog import load_evaluation  # noqa: E402
 from moco_bench.evaluators.frozen.ap import average_precision  # noqa: E402
 from moco_bench.evaluators.frozen.svm import SVMParams, l2_normalize, voc07_svm_on_features  # noqa: E402
-from moco_bench.evaluators.schema import load_evaluation  # noqa: E402
 
 CFG = load_evaluation(REPO / "evaluate/voc07_svm.yaml")
 COSTS = [float(c) for c in CFG.svm.costs]
@@ -89,7 +89,7 @@ def cached_features(ckpt: str, n: int, tmp: Path):
     """feature5 of an embedded mini-VOC through the real feature cache (under ``tmp``), as in-memory arrays."""
     from moco_bench.convert import load_backbone
     from moco_bench.data.embedded import build_minivoc
-    from moco_bench.evaluators.frozen.features import load_split
+    from moco_bench.evaluators.features import load_split
 
     voc = build_minivoc(tmp / "minivoc", n_trainval=n, n_test=n)
     cfg = load_evaluation(REPO / "evaluate/demo/voc07_svm.yaml", [f"data.root={voc}"])

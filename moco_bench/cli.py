@@ -10,26 +10,22 @@ unwinds the same way and exits 143, so that a half-written temporary file is rem
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import signal
 import sys
 import threading
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
-from moco_bench import __version__
+from moco_bench import __version__, demo, gpucheck
+from moco_bench.convert import cli as convert_cli
 from moco_bench.core.errors import MocoBenchError, describe
+from moco_bench.engine import cli as engine_cli
+from moco_bench.engine import data_cli
+from moco_bench.pretrain import cli as pretrain_cli
+from moco_bench.results import cli as results_cli
 
-COMMAND_MODULES = (
-    "moco_bench.engine.data_cli",
-    "moco_bench.convert.cli",
-    "moco_bench.pretrain.cli",
-    "moco_bench.engine.cli",
-    "moco_bench.results.cli",
-    "moco_bench.demo",
-    "moco_bench.gpucheck",
-)
+COMMANDS = (data_cli, convert_cli, pretrain_cli, engine_cli, results_cli, demo, gpucheck)  # in --help's order
 
 
 class Terminated(BaseException):
@@ -53,14 +49,15 @@ def handle_sigterm() -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence = COMMANDS) -> argparse.ArgumentParser:
+    """The parser with every command module's subcommands (``commands``: each has ``register(subparsers)``)."""
     parser = argparse.ArgumentParser(
         prog="moco-bench", description="Pretrain MoCo, convert SSL checkpoints, run the standard transfer protocols.")
     parser.add_argument("--version", action="version", version=f"moco-bench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        importlib.import_module(module).register(sub)
+    for module in commands:
+        module.register(sub)
     return parser
 
 

@@ -31,7 +31,7 @@ def run_demo(out: Path | str = "results/demo", pretrain_overrides: Optional[List
     from moco_bench.data import embedded
     from moco_bench.engine.eval_all import eval_all
     from moco_bench.engine.suite import load_suite
-    from moco_bench.evaluators.schema import pixel_protocols
+    from moco_bench.evaluators.catalog import pixel_protocols
     from moco_bench.pretrain.schema import load_recipe
     from moco_bench.pretrain.train import pretrain
     from moco_bench.results.report import write_report

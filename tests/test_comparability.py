@@ -15,7 +15,7 @@ from moco_bench.core.config import is_free
 from moco_bench.core.env import environment
 from moco_bench.core.schema import flatten
 from moco_bench.engine.comparability import assess
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
 from moco_bench.results.published import load_published
 from moco_bench.results.schema import make_record
 from moco_bench.results.store import load_results, read_result, write_result

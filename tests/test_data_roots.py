@@ -16,7 +16,7 @@ from moco_bench.core.config import resolved
 from moco_bench.data.check import check_data
 from moco_bench.data.voc import VOC_CLASSES, voc_annotation_xml
 from moco_bench.engine import comparability
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = {"trainval": 5011, "test": 4952}

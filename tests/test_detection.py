@@ -30,7 +30,7 @@ from moco_bench.core.errors import CheckpointError, ConfigError
 from moco_bench.core.schema import flatten
 from moco_bench.data import embedded
 from moco_bench.engine.runner import check_config, checkpoint_id, evaluate_checkpoint, run_evaluation
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
 from moco_bench.models import resnets
 from moco_bench.results.store import load_results
 
@@ -256,7 +256,7 @@ def test_missing_detectron2_is_skipped_with_install_hint(tmp_path):
     code = (
         "import sys; sys.modules['detectron2'] = None\n"
         "import moco_bench.evaluators.detection.detection\n"
-        "from moco_bench.evaluators.schema import load_evaluation\n"
+        "from moco_bench.evaluators.catalog import load_evaluation\n"
         "from moco_bench.convert import load_backbone\n"
         "from moco_bench.engine.runner import run_evaluation\n"
         f"cfg = load_evaluation({str(EVALUATE / 'coco_mrcnn_fpn_1x.yaml')!r})\n"

@@ -28,9 +28,9 @@ from moco_bench.data.voc import read_image_set
 from moco_bench.engine.eval_all import eval_all
 from moco_bench.engine.runner import checkpoint_id, run_evaluation
 from moco_bench.engine.suite import load_suite
-from moco_bench.evaluators.frozen.cache import RowWriter
-from moco_bench.evaluators.frozen.features import load_split
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.cache import RowWriter
+from moco_bench.evaluators.catalog import load_evaluation
+from moco_bench.evaluators.features import load_split
 from moco_bench.pretrain.schema import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from moco_bench.convert import load_backbone
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.data.transforms import eval_transform
 from moco_bench.evaluators.base import EvalContext
-from moco_bench.evaluators.frozen.features import check_finite, load_split
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
+from moco_bench.evaluators.features import check_finite, load_split
 from moco_bench.models import resnets
 from moco_bench.models.taps import FeatureTaps
 

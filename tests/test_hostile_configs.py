@@ -21,8 +21,8 @@ from moco_bench.cli import main
 from moco_bench.core.atomic import human_bytes
 from moco_bench.core.errors import Busy, ConfigError, DataError
 from moco_bench.core.locks import exclusive, waiting
-from moco_bench.evaluators.frozen.cache import check_free_space
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.cache import check_free_space
+from moco_bench.evaluators.catalog import load_evaluation
 from moco_bench.pretrain.schema import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from checkpoint_builders import make_moco_checkpoint
 from moco_bench.convert import load_backbone
 from moco_bench.core.errors import ConfigError
 from moco_bench.core.launch import DistributedJob, job_script_value, submit
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
 from moco_bench.pretrain import cli as pretrain_cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 from moco_bench.convert import load_backbone
 from moco_bench.data.embedded import FASHION_CLASSES
 from moco_bench.engine.runner import run_evaluation
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
 
 EVALUATE = Path(__file__).resolve().parents[1] / "evaluate"
 ALL = sorted(p.stem for p in EVALUATE.glob("*.yaml") if load_evaluation(p).comparability.get("protocol") == p.stem)

@@ -11,8 +11,8 @@ from moco_bench import evaluators
 from moco_bench.convert import load_backbone
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.evaluators.base import EvalContext
-from moco_bench.evaluators.frozen.knn import knn_multi_k, knn_top1
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
+from moco_bench.evaluators.neighbours import knn_multi_k, knn_top1
 
 EVALUATE = Path(__file__).resolve().parent.parent / "evaluate"
 
@@ -78,7 +78,7 @@ def test_torch_search_finds_the_same_neighbours_as_faiss(monkeypatch):
     """The torch search (CPU default) against faiss' (the search of earlier versions, kept for GPUs), on tie-free
     data, with chunks and similarity blocks small enough that every merge path runs."""
     faiss = pytest.importorskip("faiss")
-    from moco_bench.evaluators.frozen import search
+    from moco_bench.evaluators import search
 
     train, _ = clusters(500, d=48)
     val, _ = clusters(90, d=48, seed=1)

@@ -25,9 +25,9 @@ from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.data.transforms import eval_transform, linear_train_transform
 from moco_bench.engine.runner import run_evaluation
 from moco_bench.evaluators.base import EvalContext
+from moco_bench.evaluators.catalog import load_evaluation
 from moco_bench.evaluators.linear.heads import Heads
 from moco_bench.evaluators.linear.train import BackboneChanged, LinearRun, TrainConfig, TrainingDiverged, train_heads
-from moco_bench.evaluators.schema import load_evaluation
 from moco_bench.models.taps import FeatureTaps
 from moco_bench.results.store import load_results
 from moco_bench.results.tables import compile_tables
@@ -197,7 +197,7 @@ def test_shipped_configs(monkeypatch):
 DDP_DRIVER = """
 import json, os, sys
 from pathlib import Path
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
 from moco_bench.convert import load_backbone
 from moco_bench import evaluators
 from moco_bench.evaluators.base import EvalContext

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from moco_bench.core.errors import DataError, DatasetNotFound
+from moco_bench.data.catalog import open_split
 from moco_bench.data.inat import INaturalist, read_inat_json
 from moco_bench.data.listed import read_list_file
 from moco_bench.data.places205 import IMAGE_DIR, LIST_DIR, Places205
-from moco_bench.data.readers import open_split
 from moco_bench.data.transforms import eval_transform
 
 # Places205 names classes by their folder under images256/, some two levels deep.
@@ -171,7 +171,7 @@ def test_knn_and_svm_read_every_classification_reader(reader, places_list_root, 
     from moco_bench import evaluators
     from moco_bench.convert import load_backbone
     from moco_bench.evaluators.base import EvalContext
-    from moco_bench.evaluators.schema import load_evaluation
+    from moco_bench.evaluators.catalog import load_evaluation
 
     root, train, test = {"places205": (places_list_root, "train", "val"),
                          "inat": (inat_root, "train2018.json", "val2018.json")}[reader]

@@ -12,11 +12,11 @@ import torch
 
 from moco_bench.convert import load_backbone, write_outputs
 from moco_bench.core.errors import CheckpointError, ConfigError
-from moco_bench.data.readers import open_split
+from moco_bench.data.catalog import open_split
 from moco_bench.data.transforms import eval_transform
 from moco_bench.engine.runner import run_evaluation
-from moco_bench.evaluators.frozen.knn import knn_multi_k
-from moco_bench.evaluators.schema import load_evaluation, pixel_protocols
+from moco_bench.evaluators.catalog import load_evaluation, pixel_protocols
+from moco_bench.evaluators.neighbours import knn_multi_k
 from moco_bench.results.store import checkpoint_label
 
 EVALUATE = Path(__file__).resolve().parents[1] / "evaluate"

@@ -10,7 +10,7 @@ import pytest
 from moco_bench.convert import load_backbone
 from moco_bench.core.errors import ConfigError
 from moco_bench.engine.comparability import assess
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "evaluate" / "demo" / "voc_detection_fpn.yaml"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
 from moco_bench.pretrain.schema import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]

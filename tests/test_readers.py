@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from moco_bench.core.errors import DataError, DatasetNotFound, MocoBenchError
+from moco_bench.data.catalog import open_split
 from moco_bench.data.coco import load_coco
 from moco_bench.data.imagefolder import ImageFolder
-from moco_bench.data.readers import open_split
 from moco_bench.data.voc import VOCClassification, read_image_set, read_voc_annotation
 
 LABELME_VOC = Path("/usr/share/doc/labelme-examples/examples/bbox_detection/data_dataset_voc")

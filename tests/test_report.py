@@ -291,7 +291,7 @@ def test_latex_tables_for_a_paper(demo):
 
 
 def test_published_datasets_are_the_protocol_files_datasets():
-    from moco_bench.evaluators.schema import load_evaluation
+    from moco_bench.evaluators.catalog import load_evaluation
 
     for benchmark, dataset in PUBLISHED_DATASETS.items():
         cfg = load_evaluation(ROOT / "evaluate" / f"{benchmark}.yaml")

@@ -18,7 +18,7 @@ from torch import nn
 
 from moco_bench.convert import load_backbone, read_detectron2_pkl, write_outputs
 from moco_bench.core.errors import CheckpointError, ConfigError
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
 from moco_bench.models import resnets
 from moco_bench.models.moco import MoCo, SplitBatchNorm2d
 from moco_bench.models.taps import LAYERS, FeatureTaps

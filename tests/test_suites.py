@@ -30,7 +30,7 @@ def test_shipped_suites_load(name):
 
 def test_every_evaluate_config_loads():
     from moco_bench.engine.runner import check_config
-    from moco_bench.evaluators.schema import load_evaluation
+    from moco_bench.evaluators.catalog import load_evaluation
 
     configs = sorted(p for p in (ROOT / "evaluate").rglob("*.yaml") if "detectron2" not in p.parts)
     assert len(configs) >= 25

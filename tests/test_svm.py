@@ -15,6 +15,7 @@ from moco_bench.core import native_output
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.engine.runner import check_config
 from moco_bench.evaluators.base import EvalContext
+from moco_bench.evaluators.catalog import load_evaluation
 from moco_bench.evaluators.frozen.lowshot import lowshot_on_features, sample_lowshot
 from moco_bench.evaluators.frozen.svm import (
     CYANURE_UNSTABLE,
@@ -24,7 +25,6 @@ from moco_bench.evaluators.frozen.svm import (
     l2_normalize,
     voc07_svm_on_features,
 )
-from moco_bench.evaluators.schema import load_evaluation
 
 EVALUATE = Path(__file__).resolve().parent.parent / "evaluate"
 

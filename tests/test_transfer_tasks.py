@@ -25,7 +25,7 @@ from moco_bench.core.schema import flatten
 from moco_bench.data.minicityscapes import build_minicityscapes
 from moco_bench.data.minilvis import build_minilvis
 from moco_bench.data.minivocseg import build_minivocseg
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 EVALUATE = REPO / "evaluate"

@@ -16,6 +16,11 @@ move values between the stack and the memo (``SAFE_STDLIB_OPCODES``, checked by 
 Globals that no checkpoint needs and that code-execution payloads use (``os.system``, ``builtins.eval``,
 ``getattr(x, '__globals__')`` ...) are collected in :attr:`InertUnpickler.hostile`; the caller refuses
 such a file, although nothing in it ran.
+
+The legacy torch stream (magic number, protocol, system info, the object pickle, the storage keys, then each
+storage's element count and bytes) is read here too (:func:`read_legacy_stream`): a tensor pickled with plain
+``pickle`` carries its storage as such a stream in bytes (``torch.storage._load_from_bytes``), which this
+unpickler reads with itself.
 """
 
 from __future__ import annotations
@@ -25,10 +30,14 @@ import collections
 import io
 import pickle
 import struct
-from typing import Any, Callable
+import sys
+from typing import Any, BinaryIO, Callable
+
+import torch
 
 from moco_bench.convert import rebuild
 from moco_bench.convert.pickle_scan import scan
+from moco_bench.convert.rebuild import FlatStorage, StorageKind, brief
 
 # Globals whose only use in a pickle is to run commands or code, read or write files, or load more pickles.
 _HOSTILE_MODULES = frozenset({
@@ -83,6 +92,9 @@ def hostile_global(module: str, name: str) -> bool:
 
 
 # id -> (rebuilder, the global it stands for); looked up by identity, so no value of the pickle is hashed.
+MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER: the first pickle of a legacy file
+LEGACY_PROTOCOL = 1001
+_LOAD_FROM_BYTES = ("torch.storage", "_load_from_bytes")
 _REBUILDERS_BY_ID = {id(fn): (fn, f"{module}.{name}") for (module, name), fn in rebuild.REBUILDERS.items()}
 
 
@@ -124,6 +136,8 @@ class InertUnpickler(pickle._Unpickler):
         if self.proto < 3:
             module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
             module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if (module, name) == _LOAD_FROM_BYTES:
+            return storage_from_bytes
         known = rebuild.REBUILDERS.get((module, name), rebuild.VALUES.get((module, name)))
         if known is not None:
             return known
@@ -143,7 +157,8 @@ class InertUnpickler(pickle._Unpickler):
                 if (hostile_global("builtins", args[1]) or args[1] in _HOSTILE_ATTRS) and found not in self.hostile:
                     self.hostile.append(found)
             return Placeholder(func.name, args=args)
-        fn, name = _REBUILDERS_BY_ID.get(id(func), (None, ""))
+        fn, name = _REBUILDERS_BY_ID.get(id(func), (None, "")) if func is not storage_from_bytes else (
+            storage_from_bytes, ".".join(_LOAD_FROM_BYTES))
         if fn is not func:
             raise pickle.UnpicklingError(f"the pickle calls a {type(func).__name__}, which is not a rebuilder")
         try:
@@ -270,3 +285,79 @@ def inert_loads(data: bytes) -> tuple[Any, InertUnpickler]:
     """Unpickle ``data`` (a plain pickle) inertly; returns the object and the unpickler's findings."""
     unpickler = InertUnpickler(io.BytesIO(data))
     return unpickler.load(), unpickler
+
+
+def storage_pid(pid: Any, length: int) -> tuple:
+    """Check a storage persistent id: ('storage', kind, key, location, numel[, view])."""
+    if type(pid) is not tuple or len(pid) != length:
+        raise pickle.UnpicklingError(f"unexpected persistent id {brief(pid)}")
+    typename = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
+    kind, key, numel = pid[1], pid[2], pid[4]
+    if typename != "storage" or not isinstance(kind, StorageKind) or not isinstance(key, str):
+        raise pickle.UnpicklingError(f"only storage records are accepted as persistent ids, got {brief(pid)}")
+    if type(numel) is not int or numel < 0:
+        raise pickle.UnpicklingError(f"storage {key}: bad element count {brief(numel)}")
+    return pid
+
+
+def read_legacy_stream(f: BinaryIO, size: int) -> tuple[Any, InertUnpickler]:
+    """A legacy torch stream of ``size`` bytes (also what a plainly pickled tensor's storage holds)."""
+    if InertUnpickler(f).load() != MAGIC_NUMBER or InertUnpickler(f).load() != LEGACY_PROTOCOL:
+        raise pickle.UnpicklingError("not a legacy torch file (magic number or protocol differs)")
+    info = InertUnpickler(f).load()
+    if not isinstance(info, dict) or info.get("little_endian") is not (sys.byteorder == "little"):
+        raise pickle.UnpicklingError("storages were written on a machine of the other byte order")
+    storages: dict[str, FlatStorage] = {}
+
+    def storage(pid: Any) -> FlatStorage:
+        _, kind, key, _, numel, view = storage_pid(pid, 6)
+        if key not in storages:
+            if numel * kind.dtype.itemsize > size:
+                raise pickle.UnpicklingError(f"storage {key} claims more bytes than the file has")
+            storages[key] = FlatStorage(torch.empty(numel, dtype=kind.dtype))
+        if view is None:
+            return storages[key]
+        if not (type(view) is tuple and len(view) == 3 and all(type(v) is int for v in view[1:])):
+            raise pickle.UnpicklingError(f"storage {key}: bad view {brief(view)}")
+        _, offset, length = view
+        return FlatStorage(storages[key].flat[offset: offset + length])
+
+    unpickler = InertUnpickler(f, storage)
+    obj = unpickler.load()
+    keys = InertUnpickler(f).load()
+    if not isinstance(keys, list) or set(keys) != set(storages):
+        raise pickle.UnpicklingError("the storage key list does not match the storages the object uses")
+    for key in keys:
+        _read_storage(f, storages[key].flat, key)
+    return obj, unpickler
+
+
+def _read_storage(f: BinaryIO, flat: torch.Tensor, key: str) -> None:
+    header = f.read(8)
+    if len(header) != 8 or struct.unpack("<q", header)[0] != flat.numel():
+        raise pickle.UnpicklingError(f"storage {key}: the element count in the file differs from its pickle")
+    data = f.read(flat.numel() * flat.element_size())
+    if len(data) != flat.numel() * flat.element_size():
+        raise pickle.UnpicklingError(f"storage {key} is truncated")
+    if data:
+        flat.copy_(flat_tensor(data, flat.dtype))
+
+
+def flat_tensor(data: bytes, dtype: torch.dtype) -> torch.Tensor:
+    if not data:
+        return torch.empty(0, dtype=dtype)
+    return torch.frombuffer(bytearray(data), dtype=dtype)
+
+
+def storage_from_bytes(data):
+    """``torch.storage._load_from_bytes``: a tensor pickled with plain ``pickle`` keeps its storage as a
+    legacy torch stream in bytes (torch would ``torch.load`` it unrestricted); read it inertly instead."""
+    if not isinstance(data, bytes):
+        raise rebuild.RebuildError("_load_from_bytes takes bytes")
+    try:
+        obj, unpickler = read_legacy_stream(io.BytesIO(data), len(data))
+    except pickle.UnpicklingError as e:
+        raise rebuild.RebuildError(f"an embedded storage is unreadable: {e}") from None
+    if not isinstance(obj, FlatStorage) or unpickler.placeholders:
+        raise rebuild.RebuildError("an embedded storage holds something other than a storage")
+    return obj

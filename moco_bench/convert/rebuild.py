@@ -9,8 +9,6 @@ the ndarray class, storage classes) are listed in :data:`VALUES`; the unpickler 
 from __future__ import annotations
 
 import collections
-import io
-import pickle
 import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,22 +101,6 @@ def from_type_v2(func, new_type, args, state):
     if not (new_type is torch.Tensor or new_type is torch.nn.Parameter) or state:
         raise RebuildError(f"{new_type!r} is a tensor subclass or carries state; not a plain tensor")
     return func(*args)
-
-
-def storage_from_bytes(data):
-    """``torch.storage._load_from_bytes``: a tensor pickled with plain ``pickle`` keeps its storage as a
-    legacy torch stream in bytes (torch would ``torch.load`` it unrestricted); read it inertly instead."""
-    from moco_bench.convert.torch_files import read_legacy_stream  # that module builds on this one
-
-    if not isinstance(data, bytes):
-        raise RebuildError("_load_from_bytes takes bytes")
-    try:
-        obj, unpickler = read_legacy_stream(io.BytesIO(data), len(data))
-    except pickle.UnpicklingError as e:
-        raise RebuildError(f"an embedded storage is unreadable: {e}") from None
-    if not isinstance(obj, FlatStorage) or unpickler.placeholders:
-        raise RebuildError("an embedded storage holds something other than a storage")
-    return obj
 
 
 def ordered_dict(items=()):
@@ -236,7 +218,6 @@ REBUILDERS = {
     ("torch._utils", "_rebuild_parameter"): parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): parameter,
     ("torch._tensor", "_rebuild_from_type_v2"): from_type_v2,
-    ("torch.storage", "_load_from_bytes"): storage_from_bytes,
     ("collections", "OrderedDict"): ordered_dict,
     ("torch", "Size"): size,
     ("torch", "device"): device,

@@ -12,20 +12,15 @@ from __future__ import annotations
 
 import io
 import pickle
-import struct
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import torch
-
-from moco_bench.convert.inert_pickle import InertUnpickler
+from moco_bench.convert.inert_pickle import MAGIC_NUMBER, InertUnpickler, flat_tensor, read_legacy_stream, storage_pid
 from moco_bench.convert.pickle_scan import PickleBomb, scan
-from moco_bench.convert.rebuild import FlatStorage, StorageKind, brief
+from moco_bench.convert.rebuild import FlatStorage
 
-MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER: the first pickle of a legacy file
-LEGACY_PROTOCOL = 1001
 # torch.save stores its records uncompressed, and trained weights hardly compress: a record that inflates more
 # than this is a zip bomb (2 GiB of zeros deflate into 2 MB), refused before anything is decompressed.
 MAX_INFLATION = 20
@@ -34,19 +29,6 @@ MAX_INFLATION = 20
 def legacy_prefixes() -> tuple[bytes, ...]:
     """How a legacy torch file starts: the magic number pickled at protocol 2 (torch's default) up to 5."""
     return tuple(pickle.dumps(MAGIC_NUMBER, protocol=p)[:-1] for p in range(2, 6))
-
-
-def _storage_pid(pid: Any, length: int) -> tuple:
-    """Check a storage persistent id: ('storage', kind, key, location, numel[, view])."""
-    if type(pid) is not tuple or len(pid) != length:
-        raise pickle.UnpicklingError(f"unexpected persistent id {brief(pid)}")
-    typename = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
-    kind, key, numel = pid[1], pid[2], pid[4]
-    if typename != "storage" or not isinstance(kind, StorageKind) or not isinstance(key, str):
-        raise pickle.UnpicklingError(f"only storage records are accepted as persistent ids, got {brief(pid)}")
-    if type(numel) is not int or numel < 0:
-        raise pickle.UnpicklingError(f"storage {key}: bad element count {brief(numel)}")
-    return pid
 
 
 def precheck(path: Path, zipped: bool) -> set[str]:
@@ -96,68 +78,19 @@ def read_zip(path: Path) -> tuple[Any, InertUnpickler]:
         storages: dict[str, FlatStorage] = {}
 
         def storage(pid: Any) -> FlatStorage:
-            _, kind, key, _, numel = _storage_pid(pid, 5)
+            _, kind, key, _, numel = storage_pid(pid, 5)
             if key not in storages:
                 record = f"{root}data/{key}"
                 if record not in names or archive.getinfo(record).file_size != numel * kind.dtype.itemsize:
                     raise pickle.UnpicklingError(f"storage record {record} is missing or not {numel} elements")
-                storages[key] = FlatStorage(_flat(archive.read(record), kind.dtype))
+                storages[key] = FlatStorage(flat_tensor(archive.read(record), kind.dtype))
             return storages[key]
 
         unpickler = InertUnpickler(io.BytesIO(archive.read(data_pkl)), storage)
         return unpickler.load(), unpickler
 
 
-def _flat(data: bytes, dtype: torch.dtype) -> torch.Tensor:
-    if not data:
-        return torch.empty(0, dtype=dtype)
-    return torch.frombuffer(bytearray(data), dtype=dtype)
-
-
 def read_legacy(path: Path) -> tuple[Any, InertUnpickler]:
     """The object of a legacy (pre-1.6, or ``_use_new_zipfile_serialization=False``) torch file."""
     with open(path, "rb") as f:
         return read_legacy_stream(f, path.stat().st_size)
-
-
-def read_legacy_stream(f: BinaryIO, size: int) -> tuple[Any, InertUnpickler]:
-    """A legacy torch stream of ``size`` bytes (also what a plainly pickled tensor's storage holds)."""
-    if InertUnpickler(f).load() != MAGIC_NUMBER or InertUnpickler(f).load() != LEGACY_PROTOCOL:
-        raise pickle.UnpicklingError("not a legacy torch file (magic number or protocol differs)")
-    info = InertUnpickler(f).load()
-    if not isinstance(info, dict) or info.get("little_endian") is not (sys.byteorder == "little"):
-        raise pickle.UnpicklingError("storages were written on a machine of the other byte order")
-    storages: dict[str, FlatStorage] = {}
-
-    def storage(pid: Any) -> FlatStorage:
-        _, kind, key, _, numel, view = _storage_pid(pid, 6)
-        if key not in storages:
-            if numel * kind.dtype.itemsize > size:
-                raise pickle.UnpicklingError(f"storage {key} claims more bytes than the file has")
-            storages[key] = FlatStorage(torch.empty(numel, dtype=kind.dtype))
-        if view is None:
-            return storages[key]
-        if not (type(view) is tuple and len(view) == 3 and all(type(v) is int for v in view[1:])):
-            raise pickle.UnpicklingError(f"storage {key}: bad view {brief(view)}")
-        _, offset, length = view
-        return FlatStorage(storages[key].flat[offset: offset + length])
-
-    unpickler = InertUnpickler(f, storage)
-    obj = unpickler.load()
-    keys = InertUnpickler(f).load()
-    if not isinstance(keys, list) or set(keys) != set(storages):
-        raise pickle.UnpicklingError("the storage key list does not match the storages the object uses")
-    for key in keys:
-        _read_storage(f, storages[key].flat, key)
-    return obj, unpickler
-
-
-def _read_storage(f: BinaryIO, flat: torch.Tensor, key: str) -> None:
-    header = f.read(8)
-    if len(header) != 8 or struct.unpack("<q", header)[0] != flat.numel():
-        raise pickle.UnpicklingError(f"storage {key}: the element count in the file differs from its pickle")
-    data = f.read(flat.numel() * flat.element_size())
-    if len(data) != flat.numel() * flat.element_size():
-        raise pickle.UnpicklingError(f"storage {key} is truncated")
-    if data:
-        flat.copy_(_flat(data, flat.dtype))

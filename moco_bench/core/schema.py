@@ -18,8 +18,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from moco_bench.core.errors import ConfigError
 
-__all__ = ["MAX_SIDE", "MISSING", "check", "field", "flatten", "missing_keys"]
+__all__ = ["MAX_SIDE", "MISSING", "NAME", "check", "field", "flatten", "missing_keys"]
 MAX_SIDE = 4096  # the largest image side a transform may ask for: every protocol uses 1,024 px or less
+NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # names that result files and job names are made from
 
 
 def field(default: Any = MISSING, *, min: Optional[float] = None, max: Optional[float] = None,

@@ -1,29 +1,39 @@
 """The dataset check every evaluation runs before any work, and what its record keeps of it.
 
 A dataset root is where the data is, not what it is: the check decides what it is. For a classification config
-(``data``) it opens each split with its reader as the evaluator will (class count or names, a readable first
-image, the published image count where ``data.expect`` gives one) and requires train and test to share their
-classes; for a detectron2 config (``datasets.sources``) it runs the checks of each source's format family
-(detection: :mod:`moco_bench.data.sources`; semantic segmentation: :mod:`moco_bench.data.segmentation_sources`).
-Each split or source then reports its image count and a fingerprint of its sorted relative file list, so two
-copies of one dataset in different folders give the same record.
+(``data``) it opens each split with its reader as the evaluator will (:mod:`moco_bench.data.catalog`); for a
+detectron2 config (``datasets.sources``) it runs each source's format (:mod:`moco_bench.data.registry`): every
+folder and annotation file there, each split holding its published number of images, every class of a VOC test
+set with a ground-truth object (a class without one would score AP 0 and pull the mean down: a perfect detector
+would read 90, not 100), and COCO annotations that name no image of their file counted (detectron2 drops them
+with a line in its log; the result records how many). Each split or source then reports its image count and a
+fingerprint of its sorted relative file list, so two copies of one dataset in different folders give the same
+record.
 
-The keys of :data:`LOCATION_KEYS` say only where files lie; :func:`moco_bench.engine.comparability.settle` lets
+The keys of :func:`location_keys` say only where files lie; :func:`moco_bench.engine.comparability.settle` lets
 a run change them and stay comparable when every split holds the protocol's published image count.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+import logging
+from typing import Any, Dict, Mapping, Sequence
 
-from moco_bench.core.errors import ConfigError, DataError
-from moco_bench.data import segmentation_sources, sources
+from moco_bench.core.errors import ConfigError, DataError, DatasetNotFound
+from moco_bench.data.catalog import open_split, same_classes
 from moco_bench.data.listing import fingerprint, relative_names
-from moco_bench.data.readers import open_split
+from moco_bench.data.registry import SourceFormat, location_keys, of_kind
 
-LOCATION_KEYS = ("data.root", "datasets.sources.*.root", "datasets.sources.*.json", "datasets.sources.*.image_root",
-                 "datasets.sources.*.image_dir", "datasets.sources.*.gt_dir")
-FAMILIES = {**{f: sources for f in sources.FORMATS}, **{f: segmentation_sources for f in segmentation_sources.FORMATS}}
+log = logging.getLogger(__name__)
+LOCATION_KEYS = location_keys()
+WHERE_REAL_DATA_LIVES = {
+    "detection": "Real datasets live under $MOCO_BENCH_DATASETS laid out as detectron2's DETECTRON2_DATASETS "
+                 "(VOC2007/, VOC2012/, coco/annotations + coco/train2017, val2017, lvis/, cityscapes/leftImg8bit + "
+                 "gtFine); embedded ones are built by `moco-bench data build minivoc|minicoco|minilvis|"
+                 "minicityscapes`",
+    "segmentation": "VOC2012 with SegmentationClassAug and train_aug.txt, or cityscapes/leftImg8bit + gtFine with "
+                    "labelTrainIds, under $MOCO_BENCH_DATASETS; embedded ones: `moco-bench data build minivocseg|"
+                    "minicityscapes`"}
 
 
 def check_data(cfg: Mapping[str, Any], source: str = "config") -> Dict[str, dict]:
@@ -35,7 +45,14 @@ def check_data(cfg: Mapping[str, Any], source: str = "config") -> Dict[str, dict
         ConfigError: a source of an unknown format.
     """
     if cfg.get("datasets") is not None:
-        return _check_sources(cfg["datasets"], source)
+        datasets = cfg["datasets"]
+        names = [str(n) for n in list(datasets["train"]) + list(datasets["test"])]
+        specs = datasets.get("sources") or {}
+        unknown = [n for n in names if n not in specs]
+        if unknown:
+            raise ConfigError(f"{source}: datasets.train/test name {unknown}, not described in datasets.sources")
+        return check_sources({n: specs[n] for n in dict.fromkeys(names)}, [str(n) for n in datasets["test"]],
+                             datasets.get("classes"), source)
     if cfg.get("data") is not None:
         return _check_splits(cfg["data"], source)
     return {}
@@ -48,29 +65,33 @@ def _check_splits(data: Mapping[str, Any], source: str) -> Dict[str, dict]:
         classes[split] = list(dataset.classes)
         out[split] = {"images": len(dataset.images), "classes": len(dataset.classes),
                       "fingerprint": fingerprint(relative_names(dataset.images, data["root"]))}
-    first, *rest = classes
-    for split in rest:
-        if classes[split] != classes[first]:
-            differ = sorted(set(classes[split]) ^ set(classes[first]))[:5] or "the same names in another order"
-            raise DataError(f"{source} ({data['reader']} {data['root']}): splits {first} and {split} have other "
-                            f"classes ({len(classes[first])} vs {len(classes[split])}; differing: {differ}): labels "
-                            "would mean other classes in the two splits")
+    same_classes(data, classes, source)
     return out
 
 
-def _check_sources(datasets: Mapping[str, Any], source: str) -> Dict[str, dict]:
-    names = [str(n) for n in list(datasets["train"]) + list(datasets["test"])]
-    specs = datasets.get("sources") or {}
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        raise ConfigError(f"{source}: datasets.train/test name {unknown}, not described in datasets.sources")
-    by_family: Dict[Any, dict] = {}
-    for name in dict.fromkeys(names):
-        fmt = specs[name].get("format")
-        if fmt not in FAMILIES:
-            raise ConfigError(f"{source}: datasets.sources.{name}.format is {fmt!r}; expected one of {tuple(FAMILIES)}")
-        by_family.setdefault(FAMILIES[fmt], {})[name] = specs[name]
-    out: Dict[str, dict] = {}
-    for family, group in by_family.items():
-        out.update(family.check_sources(group, [str(n) for n in datasets["test"]], datasets.get("classes"), source))
-    return out
+def check_sources(sources: Mapping[str, Mapping], test: Sequence[str], classes: Sequence[str] | None,
+                  source: str = "config") -> Dict[str, dict]:
+    """Fail before training on a missing, partial or class-less source; returns per source its summary."""
+    formats: Dict[str, SourceFormat] = {
+        name: of_kind(str(spec.get("format")), SourceFormat, f"datasets.sources.{name}.format", source)
+        for name, spec in sources.items()}
+    missing = [m for name, spec in sources.items() for m in formats[name].missing(name, spec)]
+    if missing:
+        families = dict.fromkeys(f.family for f in formats.values())
+        raise DatasetNotFound(f"{'/'.join(families)} datasets missing (" + "; ".join(missing) + "). " +
+                              " ".join(WHERE_REAL_DATA_LIVES[f] for f in families))
+    summary = {name: formats[name].summary(name, spec, classes, name in test) for name, spec in sources.items()}
+    for name, spec in sources.items():
+        where = ", ".join(str(spec[key]) for key in formats[name].locations)
+        n = summary[name]["images"]
+        if spec.get("expect") is not None and n != int(spec["expect"]):
+            raise DataError(f"{source}: datasets.sources.{name} lists {n} images, but the published split has "
+                            f"{int(spec['expect'])}: a partial or different copy ({where})")
+        empty = [c for c, k in summary[name].get("objects_per_class", {}).items() if k == 0]
+        if empty:
+            raise DataError(f"{source}: test set {name} ({where}) has no ground-truth object of class(es) "
+                            f"{', '.join(empty)}; their AP would be 0 and count in the mean")
+        if summary[name].get("annotations_without_image"):
+            log.warning("%s: %d annotation(s) name no image of %s; detectron2 drops them", source,
+                        summary[name]["annotations_without_image"], spec["json"])
+    return summary

@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence
 from PIL import Image
 
 from moco_bench.core.errors import DatasetNotFound
-from moco_bench.data import embedded
+from moco_bench.data.builds import build_once
 from moco_bench.data.voc import read_voc_annotation, voc_annotation_xml
 
 
@@ -70,5 +70,5 @@ def build_deepforest_voc(out: Path, images: Sequence[str] = ("OSBS_029", "SOAP_0
     """
     options = {"kind": "deepforest", "images": list(images), "tile": tile,
                "test_tiles": [list(t) for t in test_tiles], "min_visible": min_visible, "label": label}
-    out = embedded.build_once(Path(out), options, _write_deepforest)
+    out = build_once(Path(out), options, _write_deepforest)
     return out / "VOCdevkit" / "VOC2007"

@@ -19,12 +19,10 @@ rebuild under existing feature caches.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List
 from xml.etree import ElementTree as ET
@@ -34,20 +32,21 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from moco_bench.core import paths
-from moco_bench.core.atomic import named
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.core.progress import bar
 from moco_bench.data import fashion_mnist
+from moco_bench.data.builds import ITEM_THRESHOLD, MANIFEST, build_once
+from moco_bench.data.deepforest import build_deepforest_voc
+from moco_bench.data.minicityscapes import build_minicityscapes
+from moco_bench.data.minilvis import build_minilvis
+from moco_bench.data.minivocseg import build_minivocseg
 from moco_bench.data.voc import voc_annotation_xml
 
 FASHION_CLASSES = fashion_mnist.CLASSES
 KEYPOINT_NAMES = ("top", "bottom", "left", "right", "center")
 KEYPOINT_FLIP = (("left", "right"),)
-MANIFEST = ".built.json"
 DATABASE = "moco-bench embedded (Fashion-MNIST)"
 NAMES = ("imagefolder", "minivoc", "minicoco", "deepforest", "minilvis", "minicityscapes", "minivocseg")
-SEGMENTATION_BUILDERS = ("minilvis", "minicityscapes", "minivocseg")
-ITEM_THRESHOLD = 32  # pixel value above which an item pixel belongs to its mask and box
 # Distinct colours per object index, black for 0, so the PNGs are viewable like VOC's own.
 _PALETTE = [v for i in range(256) for v in ((i * 67) % 256, (i * 151) % 256, (i * 29) % 256)]
 
@@ -211,35 +210,6 @@ def _write_minicoco(tmp: Path, *, voc_root: Path) -> None:
         (tmp / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
 
 
-def build_once(out: Path, options: dict, writer: Callable[..., None], force: bool = False) -> Path:
-    """Build ``out`` with ``writer(tmp, **options)`` (``kind`` left out) in a temporary folder moved into place, and
-    record ``options`` in its manifest: a second call with the same options does nothing, one with other options
-    is refused unless ``force``."""
-    out = Path(out)
-    manifest = out / MANIFEST
-    if manifest.is_file():
-        built = json.loads(manifest.read_text())
-        if built == options and not force:
-            return out
-        if not force:
-            raise DataError(f"{out}: built with other options ({built}); asked for {options}. "
-                            "Pass --force to rebuild it or choose another folder.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        writer(tmp, **{k: v for k, v in options.items() if k != "kind"})
-        (tmp / MANIFEST).write_text(json.dumps(options, sort_keys=True))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except OSError as e:  # a full disk names no file: say which dataset was being written
-        raise named(e, out) from e
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
-
-
 def build_imagefolder(out: Path, *, train_per_class: int = 2000, val_per_class: int = 200, size: int = 32,
                       subset_per_class: int = 500, seed: int = 0, force: bool = False) -> Path:
     """``train_subset`` holds ``min(subset_per_class, train_per_class)`` images per class."""
@@ -267,15 +237,12 @@ def build_minicoco(voc2007_dir: Path, out: Path, force: bool = False) -> Path:
 
 def _builder(name: str) -> Callable:
     """The function whose keyword options ``build(name, ...)`` takes (minicoco: the mini-VOC it converts)."""
-    if name in ("imagefolder", "minivoc", "minicoco"):
-        return {"imagefolder": build_imagefolder}.get(name, build_minivoc)
-    if name == "deepforest":
-        from moco_bench.data.deepforest import build_deepforest_voc
-
-        return build_deepforest_voc
-    if name in SEGMENTATION_BUILDERS:  # their own modules (moco_bench/data/<name>.py), which import this one
-        return getattr(importlib.import_module(f"moco_bench.data.{name}"), f"build_{name}")
-    raise DataError(f"unknown embedded dataset {name!r}; known: {', '.join(NAMES)}")
+    builders = {"imagefolder": build_imagefolder, "minivoc": build_minivoc, "minicoco": build_minivoc,
+                "deepforest": build_deepforest_voc, "minilvis": build_minilvis, "minicityscapes": build_minicityscapes,
+                "minivocseg": build_minivocseg}
+    if name not in builders:
+        raise DataError(f"unknown embedded dataset {name!r}; known: {', '.join(NAMES)}")
+    return builders[name]
 
 
 OPTION_KINDS = ((bool, (bool,)), (int, (int,)), (float, (int, float)), ((list, tuple), (list, tuple)))  # bool first

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -13,12 +15,13 @@ from moco_bench.core.errors import DataError
 _WIDE = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # more than 8 bits per sample
 
 
-def load_rgb(path: Path) -> Image.Image:
+def load_rgb(path: Path, data: Optional[bytes] = None) -> Image.Image:
     """An 8-bit RGB image from any mode PIL reads: 16-bit, 32-bit and float samples are scaled (PIL's own
     ``convert`` clips them), palettes expanded (through RGBA where they carry transparency), CMYK converted,
-    grayscale replicated, alpha dropped (as torchvision's loader does)."""
+    grayscale replicated, alpha dropped (as torchvision's loader does). ``data``: the file's bytes where they
+    were read from elsewhere (a tar shard); ``path`` then only names the image in errors."""
     try:
-        with open(path, "rb") as f:
+        with (io.BytesIO(data) if data is not None else open(path, "rb")) as f:
             img = Image.open(f)
             img.load()
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:  # the bomb is no OSError

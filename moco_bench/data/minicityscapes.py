@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from moco_bench.data import fashion_mnist
-from moco_bench.data.embedded import FASHION_CLASSES, build_once
+from moco_bench.data.builds import build_once
+from moco_bench.data.fashion_mnist import CLASSES as FASHION_CLASSES
 from moco_bench.data.scenes import outline, paste_items, pick_items
 
 # Cityscapes' eight instance classes, given to the first eight Fashion-MNIST classes in order.

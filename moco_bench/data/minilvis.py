@@ -25,7 +25,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from moco_bench.data import fashion_mnist
-from moco_bench.data.embedded import FASHION_CLASSES, build_once
+from moco_bench.data.builds import build_once
+from moco_bench.data.fashion_mnist import CLASSES as FASHION_CLASSES
 from moco_bench.data.scenes import outline, paste_items, pick_items
 
 SPLITS = (("train", "train2017", "train"), ("val", "val2017", "test"))  # split, image folder, Fashion-MNIST half

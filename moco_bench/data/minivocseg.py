@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from moco_bench.data import fashion_mnist
-from moco_bench.data.embedded import build_once
+from moco_bench.data.builds import build_once
 from moco_bench.data.scenes import paste_items, pick_items
 
 VOID = 255

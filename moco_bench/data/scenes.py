@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from moco_bench.data.embedded import ITEM_THRESHOLD
+from moco_bench.data.builds import ITEM_THRESHOLD
 
 PLACEMENT_TRIES = 20  # random positions tried per item before it is left out (the canvas is full)
 GAP = 2  # pixels kept free between item boxes

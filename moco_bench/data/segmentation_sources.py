@@ -16,13 +16,33 @@ its ``labelTrainIds`` PNG, as detectron2's Cityscapes loader does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
-from moco_bench.core.errors import ConfigError, DataError, DatasetNotFound
+from moco_bench.core.errors import DataError, DatasetNotFound
+from moco_bench.core.schema import MISSING, field
 from moco_bench.data.listing import fingerprint, relative_names
+from moco_bench.data.registry import SourceFormat, register_source
 
-FORMATS = ("voc_seg", "cityscapes_sem")
+
+@dataclass
+class VOCSegSource:
+    format: str = MISSING
+    root: str = MISSING  # a VOCdevkit year folder
+    split: str = MISSING  # ImageSets/Segmentation/<split>.txt
+    labels: str = MISSING  # the label PNG folder (SegmentationClass, SegmentationClassAug)
+    ignore_label: int = field(min=0, max=255)  # the label of unlabelled pixels
+    expect: Optional[int] = field(None, min=1)
+
+
+@dataclass
+class CityscapesSemSource:
+    format: str = MISSING
+    image_dir: str = MISSING  # leftImg8bit/<split>
+    gt_dir: str = MISSING  # gtFine/<split>, with labelTrainIds PNGs
+    ignore_label: int = field(min=0, max=255)
+    expect: Optional[int] = field(None, min=1)
 
 
 def voc_pairs(root: Path, split: str, labels: str) -> List[Tuple[Path, Path]]:
@@ -56,27 +76,25 @@ def pairs_of(spec: Mapping) -> List[Tuple[Path, Path]]:
     return [(p, gt / p.parent.name / p.name.replace("leftImg8bit.png", "gtFine_labelTrainIds.png")) for p in images]
 
 
-def check_sources(sources: Mapping[str, Mapping], test: Sequence[str] = (), classes: Sequence[str] | None = None,
-                  source: str = "config") -> Dict[str, dict]:
-    """Fail before training when a source is absent (:class:`DatasetNotFound`), misses a file, or holds another
-    number of images than its published split (``expect``); returns each source's image count. (``test`` and
-    ``classes``: the detection sources' signature; every label map is read as it is.)"""
-    summary = {}
-    for name, spec in sources.items():
-        if spec.get("format") not in FORMATS:
-            raise ConfigError(f"{source}: datasets.sources.{name}.format is {spec.get('format')!r}; expected one of "
-                              f"{FORMATS}")
-        if spec.get("ignore_label") is None:
-            raise ConfigError(f"{source}: datasets.sources.{name} needs ignore_label (the label of unlabelled pixels)")
-        pairs = pairs_of(spec)
-        absent = [str(p) for pair in pairs for p in pair if not p.is_file()]
-        if absent:
-            hint = " (run cityscapesscripts' csCreateTrainIdLabelImgs)" if "labelTrainIds" in absent[0] else ""
-            raise DataError(f"{source}: datasets.sources.{name}: {len(absent)} files missing{hint}, e.g. {absent[0]}")
-        if spec.get("expect") is not None and len(pairs) != int(spec["expect"]):
-            raise DataError(f"{source}: datasets.sources.{name} lists {len(pairs)} images, but the published split has "
-                            f"{int(spec['expect'])}: a partial or different copy")
-        base = spec["root"] if spec["format"] == "voc_seg" else spec["image_dir"]
-        summary[name] = {"images": len(pairs), "fingerprint": fingerprint(relative_names([i for i, _ in pairs], base))}
-    return summary
+def _missing(name: str, spec: Mapping) -> List[str]:
+    try:
+        pairs_of(spec)
+    except DatasetNotFound as e:
+        return [f"{name}: {e}"]
+    return []
 
+
+def _summary(name: str, spec: Mapping, classes: Sequence[str] | None, is_test: bool) -> dict:
+    """Every image and label file present; the image count and fingerprint."""
+    pairs = pairs_of(spec)
+    absent = [str(p) for pair in pairs for p in pair if not p.is_file()]
+    if absent:
+        hint = " (run cityscapesscripts' csCreateTrainIdLabelImgs)" if "labelTrainIds" in absent[0] else ""
+        raise DataError(f"datasets.sources.{name}: {len(absent)} files missing{hint}, e.g. {absent[0]}")
+    base = spec["root"] if spec["format"] == "voc_seg" else spec["image_dir"]
+    return {"images": len(pairs), "fingerprint": fingerprint(relative_names([i for i, _ in pairs], base))}
+
+
+register_source("voc_seg", SourceFormat(VOCSegSource, _missing, _summary, "segmentation", ("root",)))
+register_source("cityscapes_sem", SourceFormat(CityscapesSemSource, _missing, _summary, "segmentation",
+                                               ("image_dir", "gt_dir")))

@@ -31,7 +31,7 @@ _IGNORED = ("_source_", BLOCK)
 def protocol_config(cfg: DictConfig) -> DictConfig:
     """The shipped protocol file ``cfg.comparability.protocol`` names, loaded as shipped."""
     from moco_bench.core.paths import project_root
-    from moco_bench.evaluators.schema import load_evaluation
+    from moco_bench.evaluators.catalog import load_evaluation
 
     source = cfg.get("_source_", "config")
     block = cfg.get(BLOCK)
@@ -113,7 +113,7 @@ def published_counts(protocol: DictConfig) -> Dict[str, int]:
     tree = OmegaConf.to_container(protocol, resolve=True)
     if tree.get("datasets"):
         return {n: s.get("expect") for n, s in (tree["datasets"].get("sources") or {}).items() if s}
-    return dict((tree.get("data") or {}).get("expect") or {})
+    return {k: v for k, v in ((tree.get("data") or {}).get("expect") or {}).items() if v is not None}
 
 
 def describe(assessment: Mapping[str, Any], limit: int = 4) -> str:

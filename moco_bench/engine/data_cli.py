@@ -44,7 +44,7 @@ def _check(args) -> int:
     from moco_bench.core.paths import config_file
     from moco_bench.data.check import check_data
     from moco_bench.engine import comparability
-    from moco_bench.evaluators.schema import load_evaluation
+    from moco_bench.evaluators.catalog import load_evaluation
 
     overrides = list(args.overrides)
     if args.name and "=" in args.name:  # `check --config X key=value`: argparse bound the override to NAME

@@ -31,7 +31,7 @@ from moco_bench.core.launch import DistributedJob, evaluation_request, submit
 from moco_bench.engine.fit import misfits
 from moco_bench.engine.runner import checkpoint_id, run_evaluation
 from moco_bench.engine.suite import Suite, SuiteEntry
-from moco_bench.evaluators.schema import load_evaluation, spec
+from moco_bench.evaluators.catalog import load_evaluation, spec
 from moco_bench.results.store import is_finished, read_result
 
 log = logging.getLogger(__name__)
@@ -39,24 +39,28 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
-    """How every evaluation of one eval-all call runs: on which checkpoint (and copy), into which results root,
-    on which device, under which label."""
+    """How every evaluation of one eval-all call runs: on which conversion of the checkpoint, into which results
+    root, on which device, under which label."""
 
-    checkpoint: str
+    converted: str  # the conversion eval-all made, shared through the results folder (CONVERTED)
+    sha256: str  # of the checkpoint (and copy) the conversion was made from
     out_root: str
     force: bool = False
     device: str = "cpu"
     workers: int = 2
-    weights: Optional[str] = None
     label: Optional[str] = None
 
 
+CONVERTED = ".converted/backbone.pt"  # under the checkpoint's results folder
+
+
 def run_one(job: Job, config_path: str, overrides: List[str]) -> dict:
-    """One evaluation in its own process(es) (a submitit job): convert, evaluate, write the record (rank 0)."""
-    from moco_bench.convert import load_backbone
+    """One evaluation in its own process(es) (a submitit job): evaluate the shared conversion, write the record
+    (rank 0)."""
+    from moco_bench.convert.shared_copy import load_converted
 
     cfg = load_evaluation(config_path, overrides)
-    return run_evaluation(load_backbone(job.checkpoint, weights=job.weights), cfg, out_root=job.out_root,
+    return run_evaluation(load_converted(Path(job.converted), job.sha256), cfg, out_root=job.out_root,
                           force=job.force, device=job.device, workers=job.workers, label=job.label)
 
 
@@ -95,8 +99,8 @@ def eval_all(checkpoint: str, suite: Suite, out_root: Path | str = "results/runs
     if launcher not in ("local", "slurm"):
         raise ConfigError(f"unknown launcher {launcher!r} (local or slurm)")
     backbone = load_backbone(checkpoint, weights=weights)
-    job = Job(str(checkpoint), str(out_root), force, device, workers, weights, label)
     out_dir = Path(out_root) / checkpoint_id(backbone)
+    job = Job(str(out_dir / CONVERTED), backbone.sha256, str(out_root), force, device, workers, label)
     summary, todo = [], []
     for entry in suite.entries:
         result_path = out_dir / f"{entry.name}.json"
@@ -135,6 +139,10 @@ def _duration(seconds: float) -> str:
 
 def _launch(entry: SuiteEntry, backbone, job: Job, launcher: str, slurm: dict) -> tuple:
     """(record, note) of one evaluation, run where its launcher and resources say."""
+    if launcher == "slurm" or _processes(entry, job.device) > 1:
+        from moco_bench.convert.shared_copy import save_converted
+
+        save_converted(backbone, Path(job.converted))  # once per checkpoint; every job's processes read it
     if launcher == "slurm":
         return _job(entry, job, slurm, processes=None)
     if _processes(entry, job.device) > 1:

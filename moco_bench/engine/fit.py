@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from moco_bench.core.errors import MocoBenchError
 from moco_bench.data.transforms import eval_size
-from moco_bench.evaluators.schema import pixel_protocols, spec
+from moco_bench.evaluators.catalog import pixel_protocols, spec
 from moco_bench.models import resnets
 from moco_bench.models.taps import FeatureTaps
 

@@ -24,9 +24,9 @@ from moco_bench.core.locks import exclusive
 from moco_bench.data.check import check_data
 from moco_bench.engine import comparability
 from moco_bench.engine.fit import misfits
-from moco_bench.evaluators import get as get_evaluator
 from moco_bench.evaluators.base import EvalContext
-from moco_bench.evaluators.schema import load_evaluation, spec
+from moco_bench.evaluators.catalog import get as get_evaluator
+from moco_bench.evaluators.catalog import load_evaluation, spec
 from moco_bench.results.examples import save_examples, sidecar
 from moco_bench.results.schema import make_record, now
 from moco_bench.results.store import check_label, checkpoint_label, default_label, is_finished, write_result

@@ -25,7 +25,7 @@ from moco_bench.core.config import load_config
 from moco_bench.core.errors import ConfigError, MocoBenchError
 from moco_bench.core.paths import config_file
 from moco_bench.engine.runner import check_config
-from moco_bench.evaluators.schema import load_evaluation
+from moco_bench.evaluators.catalog import load_evaluation
 
 log = logging.getLogger(__name__)
 

@@ -1,22 +1,14 @@
-"""Evaluators: one subpackage per protocol family (``frozen``, ``linear``, ``detection``, ...).
+"""Evaluators: one subpackage per protocol family (``frozen``, ``linear``, ``detection``, ``segmentation``).
 
-Each family declares its evaluators' config schemas in a light ``schema`` module (registered in
-:data:`~moco_bench.evaluators.schema.SCHEMAS` with the module implementing each) and registers the evaluator
-functions in :data:`EVALUATORS` (contract: ``base.py``). The implementations import heavy libraries (faiss,
-cyanure, detectron2), so :func:`get` imports only the one an evaluation needs, when it runs.
+Each family registers its evaluators once, in its light ``schema`` module (the config schema and a function
+importing the implementation: :func:`moco_bench.evaluators.schema.register_evaluator`); the implementations import
+heavy libraries (faiss, cyanure, detectron2), so :func:`get` imports only the one an evaluation needs, when it
+runs. The modules directly in this package are what families share (the evaluator contract, feature extraction
+and its cache, the neighbour search and vote); a family imports another family only where
+``tests/test_structure.py`` declares it.
 """
 
-import importlib
-from typing import Callable
+from moco_bench.evaluators.base import EvalContext, EvalOutput
+from moco_bench.evaluators.catalog import get, load_evaluation, pixel_protocols, spec
 
-from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
-from moco_bench.evaluators.schema import spec
-
-
-def get(name: str) -> Callable:
-    """The evaluator function registered as ``name``, its implementation imported on first use."""
-    importlib.import_module(spec(name).module)
-    return EVALUATORS.get(name)
-
-
-__all__ = ["EVALUATORS", "EvalContext", "EvalOutput", "get"]
+__all__ = ["EvalContext", "EvalOutput", "get", "load_evaluation", "pixel_protocols", "spec"]

@@ -1,9 +1,9 @@
 """The evaluator contract.
 
-An evaluator is a function registered in :data:`EVALUATORS` under the name that evaluation configs give
-in their ``evaluator:`` key::
+An evaluator is a function registered (with its config schema, by its family's ``schema`` module:
+:func:`moco_bench.evaluators.schema.register_evaluator`) under the name that evaluation configs give in their
+``evaluator:`` key::
 
-    @EVALUATORS.register("voc07_svm")
     def voc07_svm(backbone: ConvertedBackbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput: ...
 
 It reads the protocol's numbers from ``cfg`` (never from code), may write logs and artifacts under
@@ -19,10 +19,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
-
-from moco_bench.core.registry import Registry
-
-EVALUATORS = Registry("evaluator")
 
 
 def needs(*checks: Callable[[], None]) -> Callable:

@@ -1,81 +1,47 @@
-"""The schema every evaluation config shares, the blocks protocol families reuse, and the registry of schemas.
+"""The schema every evaluation config shares, the blocks protocol families reuse, and the evaluator registry.
 
-A protocol family (a subpackage of ``moco_bench.evaluators``) declares, in its light ``schema`` module, one
-schema per evaluator it implements, the module that registers the evaluator's function, and whether it runs one
-process per GPU (DDP, as the linear heads) or one process (which may start its own, as detectron2's launcher
-does)::
+A protocol family (a subpackage of ``moco_bench.evaluators``) registers each evaluator it implements once, in its
+light ``schema`` module: the config schema, a function that imports and returns the implementation (which may
+import heavy libraries: faiss, cyanure, detectron2, so it is imported when an evaluation runs, not when a config
+loads), and whether it runs one process per GPU (DDP, as the linear heads) or one process (which may start its
+own, as detectron2's launcher does)::
 
-    register_schema("knn", KNNEvaluation, "moco_bench.evaluators.frozen.knn")
+    def _knn():
+        from moco_bench.evaluators.frozen.knn import knn
+        return knn
 
-Loading a config needs only the schemas; the (heavy) implementation is imported when the evaluation runs.
-Protocol numbers have no defaults here: they come from the YAML files under ``evaluate/``.
+    register_evaluator("knn", KNNEvaluation, _knn, takes_pixels=True)
+
+:mod:`moco_bench.evaluators.catalog` imports every family's schema module and answers lookups. Protocol numbers
+have no defaults here: they come from the YAML files under ``evaluate/``.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
-from moco_bench.core.errors import ConfigError, MocoBenchError
 from moco_bench.core.registry import Registry
-from moco_bench.core.schema import MAX_SIDE, MISSING, field
+from moco_bench.core.schema import MISSING, NAME, field
+from moco_bench.data.schema import Data, TestTransform, Transform
 
-NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # result files and job names are made from it
+__all__ = ["NAME", "Data", "EvaluatorSpec", "Evaluation", "Features", "TestTransform", "Transform",
+           "register_evaluator"]
 
 
 class EvaluatorSpec(NamedTuple):
     schema: type
-    module: str
+    implementation: Callable[[], Callable]  # imports the implementation, returns the evaluator function
     per_gpu_processes: bool  # one process per GPU (DDP), as torchrun starts them; else one process
     takes_pixels: bool  # runs on ``pixels:`` (the flattened image as its only feature, gap; no network)
 
 
-SCHEMAS = Registry("evaluator")
+EVALUATORS = Registry("evaluator")
 
 
-def register_schema(name: str, schema: type, module: str, per_gpu_processes: bool = False,
-                    takes_pixels: bool = False) -> None:
-    SCHEMAS.register(name)(EvaluatorSpec(schema, module, per_gpu_processes, takes_pixels))
-
-
-def load_schemas() -> None:
-    """Import the ``schema`` module of every protocol family (subpackage) so that their schemas register."""
-    import moco_bench.evaluators as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.ispkg:
-            importlib.import_module(f"{package.__name__}.{info.name}.schema")
-
-
-def spec(name: str) -> EvaluatorSpec:
-    load_schemas()
-    return SCHEMAS.get(name)
-
-
-def pixel_protocols() -> list[str]:
-    """The evaluators that run on ``pixels:``, the raw-pixel reference line."""
-    load_schemas()
-    return [name for name in SCHEMAS if SCHEMAS.get(name).takes_pixels]
-
-
-def evaluation_schema(cfg) -> type:
-    """The schema of an evaluation config, chosen by its ``evaluator`` key (for ``load_config``)."""
-    name = cfg.get("evaluator")
-    if not name:
-        raise ConfigError(f"{cfg.get('_source_', 'config')}: an evaluation config needs an 'evaluator' key")
-    try:
-        return spec(str(name)).schema
-    except MocoBenchError as e:
-        raise ConfigError(f"{cfg.get('_source_', 'config')}: {e}") from None
-
-
-def load_evaluation(path, overrides=None):
-    """An evaluation config (``evaluate/*.yaml``), checked against its evaluator's schema."""
-    from moco_bench.core.config import load_config
-
-    return load_config(path, overrides, schema=evaluation_schema)
+def register_evaluator(name: str, schema: type, implementation: Callable[[], Callable],
+                       per_gpu_processes: bool = False, takes_pixels: bool = False) -> None:
+    EVALUATORS.register(name)(EvaluatorSpec(schema, implementation, per_gpu_processes, takes_pixels))
 
 
 @dataclass
@@ -105,36 +71,6 @@ class Evaluation:
     variant: str = ""
     comparability: Comparability = MISSING
     resources: Resources = MISSING
-
-
-@dataclass
-class Data:
-    """One data vocabulary for every evaluator: a reader of moco_bench.data.DATASETS on a root, two splits."""
-
-    name: str = MISSING  # for tables
-    reader: str = MISSING
-    root: str = MISSING
-    train_split: str = MISSING
-    test_split: str = MISSING
-    classes: Any = MISSING  # the expected class count, or the class names in label order
-    options: Dict[str, Any] = field({})  # reader options (Places205: layout)
-    expect: Optional[Dict[str, int]] = None  # published image count per split; a partial copy is an error
-
-
-@dataclass
-class TestTransform:
-    """Shorter edge to ``resize``, then a center ``crop`` and/or a ``square`` resize."""
-
-    resize: int = field(min=1, max=MAX_SIDE)
-    crop: Optional[int] = field(None, min=1, max=MAX_SIDE)
-    square: Optional[int] = field(None, min=1, max=MAX_SIDE)
-
-
-@dataclass
-class Transform:
-    mean: List[float] = MISSING
-    std: List[float] = field(min=1e-6, each=True)
-    test: TestTransform = MISSING
 
 
 LAYERS = ("feature1", "feature2", "feature3", "feature4", "feature5", "gap")

@@ -44,7 +44,8 @@ def _run(args) -> int:
         print(f"gpu-check: no CUDA device visible (torch {torch.__version__}, built for CUDA {torch.version.cuda}): "
               "nothing to measure here. Run `make gpu-check` on a machine with a GPU, after `make setup`.")
         return 0
-    from moco_bench.gpucheck.checks import Context, run_checks
+    from moco_bench.gpucheck.checks import Context
+    from moco_bench.gpucheck.run import run_checks
 
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         ctx = Context.make(args, Path(tmp))

@@ -52,7 +52,7 @@ def features(ctx: Context) -> List[Row]:
     from torch.utils.data import TensorDataset
 
     from moco_bench.convert import load_backbone
-    from moco_bench.evaluators.frozen.features import extract
+    from moco_bench.evaluators.features import extract
     from moco_bench.models.taps import FeatureTaps
 
     n = 16 if ctx.smoke else 1024
@@ -85,7 +85,7 @@ def features(ctx: Context) -> List[Row]:
 
 def knn(ctx: Context) -> List[Row]:
     """The exact search on the device (torch; faiss where it sees a GPU) against torch on the CPU."""
-    from moco_bench.evaluators.frozen.search import faiss_gpu_ok, search
+    from moco_bench.evaluators.search import faiss_gpu_ok, search
 
     n_train, n_val, k = (2000, 200, 20) if ctx.smoke else (100000, 10000, 200)
     rng = np.random.default_rng(0)

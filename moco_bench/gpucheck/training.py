@@ -142,8 +142,8 @@ def _detect(ctx: Context, label: str, config: str, precision: str) -> List[Row]:
     from moco_bench.convert import load_backbone
     from moco_bench.data import embedded
     from moco_bench.evaluators.base import EvalContext
+    from moco_bench.evaluators.catalog import load_evaluation
     from moco_bench.evaluators.detection.detection import detectron2_transfer
-    from moco_bench.evaluators.schema import load_evaluation
 
     voc = embedded.build_minivoc(ctx.tmp / "minivoc", n_trainval=8 if ctx.smoke else 32, n_test=20)
     coco = embedded.build_minicoco(voc, ctx.tmp / "minicoco")

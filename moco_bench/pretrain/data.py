@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from moco_bench.core.config import resolved
 from moco_bench.core.errors import DataError
-from moco_bench.data.readers import open_split
+from moco_bench.data.catalog import open_split
 from moco_bench.data.transforms import TwoCropsTransform, moco_v1_augment, moco_v2_augment
 
 AUGMENTS = {"moco_v1": moco_v1_augment, "moco_v2": moco_v2_augment}

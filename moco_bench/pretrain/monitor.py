@@ -15,9 +15,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from moco_bench.core.errors import DataError
-from moco_bench.data.readers import open_split
+from moco_bench.data.catalog import open_split
 from moco_bench.data.transforms import eval_transform
-from moco_bench.evaluators.frozen.knn import knn_top1
+from moco_bench.evaluators.neighbours import knn_top1
 
 
 class KnnMonitor:

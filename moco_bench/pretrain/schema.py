@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from moco_bench.core.schema import MAX_SIDE, MISSING, field
-from moco_bench.evaluators.schema import NAME, Data, TestTransform
+from moco_bench.core.schema import MAX_SIDE, MISSING, NAME, field
+from moco_bench.data.schema import Data, TestTransform
 
 
 @dataclass

@@ -84,25 +84,27 @@ def register_sources(sources: Mapping[str, Mapping], classes: Sequence[str] | No
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
-        if spec["format"] == "voc":
-            if not classes:
-                raise ConfigError(f"datasets.sources.{name} is a VOC folder: datasets.classes must list its classes")
-            register_pascal_voc(name, str(spec["root"]), str(spec["split"]), int(spec["year"]), list(classes))
-            MetadataCatalog.get(name).evaluator_type = "pascal_voc"  # as detectron2's builtin VOC names have
-        elif spec["format"] == "lvis":
-            _register_lvis(name, str(spec["json"]), str(spec["image_root"]))
-        elif spec["format"] == "cityscapes":
-            _register_cityscapes(name, str(spec["image_dir"]), str(spec["gt_dir"]))
-        else:
-            register_coco_instances(name, _keypoint_metadata(name, spec), str(spec["json"]), str(spec["image_root"]))
+        REGISTER[spec["format"]](name, spec, classes)
 
 
-def _register_lvis(name: str, json_file: str, image_root: str) -> None:
+def _register_voc(name: str, spec: Mapping, classes: Sequence[str] | None) -> None:
+    if not classes:
+        raise ConfigError(f"datasets.sources.{name} is a VOC folder: datasets.classes must list its classes")
+    register_pascal_voc(name, str(spec["root"]), str(spec["split"]), int(spec["year"]), list(classes))
+    MetadataCatalog.get(name).evaluator_type = "pascal_voc"  # as detectron2's builtin VOC names have
+
+
+def _register_coco(name: str, spec: Mapping, classes: Sequence[str] | None) -> None:
+    register_coco_instances(name, _keypoint_metadata(name, spec), str(spec["json"]), str(spec["image_root"]))
+
+
+def _register_lvis(name: str, spec: Mapping, classes: Sequence[str] | None) -> None:
     """detectron2's LVIS loader under any name: class names from the JSON (detectron2's builtin metadata exists
     only for its own names and the 1230 LVIS v0.5 categories; the real JSON's names are the same). Image paths are
     ``image_root`` + the last two parts of each image's ``coco_url``."""
     from detectron2.data.datasets.lvis import load_lvis_json
 
+    json_file, image_root = str(spec["json"]), str(spec["image_root"])
     image_root = os.path.join(image_root, "")  # detectron2 appends the coco_url folder to the root as text
     categories = sorted(_coco_categories(json_file), key=lambda c: c["id"])
     if [c["id"] for c in categories] != list(range(1, len(categories) + 1)):
@@ -112,11 +114,12 @@ def _register_lvis(name: str, json_file: str, image_root: str) -> None:
                                   thing_classes=[c.get("synonyms", [c["name"]])[0] for c in categories])
 
 
-def _register_cityscapes(name: str, image_dir: str, gt_dir: str) -> None:
+def _register_cityscapes(name: str, spec: Mapping, classes: Sequence[str] | None) -> None:
     """As detectron2 registers its builtin ``cityscapes_fine_instance_seg_*`` names: the loader reads the gtFine
     polygons (``from_json``); the official evaluation reads ``gt_dir``'s instanceIds PNGs."""
     from detectron2.data.datasets.cityscapes import load_cityscapes_instances
 
+    image_dir, gt_dir = str(spec["image_dir"]), str(spec["gt_dir"])
     DatasetCatalog.register(name, lambda: load_cityscapes_instances(image_dir, gt_dir, from_json=True,
                                                                     to_polygons=True))
     MetadataCatalog.get(name).set(image_dir=image_dir, gt_dir=gt_dir, evaluator_type="cityscapes_instance",
@@ -129,3 +132,7 @@ def cityscapes_things() -> List[str]:
     from cityscapesscripts.helpers.labels import labels
 
     return [label.name for label in labels if label.hasInstances and not label.ignoreInEval]
+
+
+# Every detection source format (moco_bench.data.sources) and how detectron2's catalogs take it.
+REGISTER = {"voc": _register_voc, "coco": _register_coco, "lvis": _register_lvis, "cityscapes": _register_cityscapes}

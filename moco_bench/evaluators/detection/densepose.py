@@ -8,12 +8,13 @@ with the install route.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Dict
 
 from omegaconf import DictConfig
 
 from moco_bench.core.errors import MissingDependency
-from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput, needs
+from moco_bench.evaluators.base import EvalContext, EvalOutput, needs
 from moco_bench.evaluators.detection.detection import Task, require_detectron2, run_transfer, set_detection_classes
 
 INSTALL_HINT = ("detectron2's DensePose project is not installed: it needs detectron2 built from its source "
@@ -29,6 +30,13 @@ def require_densepose() -> None:
         raise MissingDependency(f"{INSTALL_HINT} ({e})") from None
 
 
+def densepose_trainer() -> ModuleType:
+    """The DensePose trainer module (imported on use: it imports the DensePose project)."""
+    from moco_bench.evaluators.detection import densepose_trainer as module
+
+    return module
+
+
 def _metrics_of(results: dict) -> tuple[Dict[str, float], dict]:
     metrics, other = {}, {}
     for task, res in results.items():
@@ -38,11 +46,7 @@ def _metrics_of(results: dict) -> tuple[Dict[str, float], dict]:
     return metrics, {"other_metrics": other}
 
 
-@EVALUATORS.register("densepose")
 @needs(require_detectron2, require_densepose)
 def densepose_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Fine-tune DensePose R-CNN ``cfg.trials`` times (needs detectron2's DensePose project)."""
-    from moco_bench.data.sources import check_sources
-
-    task = Task("moco_bench.evaluators.detection.densepose_trainer", check_sources, set_detection_classes, _metrics_of)
-    return run_transfer(backbone, cfg, ctx, task)
+    return run_transfer(backbone, cfg, ctx, Task(densepose_trainer, set_detection_classes, _metrics_of))

@@ -19,7 +19,6 @@ NaN/inf loss stops the evaluation (TrainingDiverged naming the kept log); every 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import math
@@ -29,6 +28,7 @@ import shutil
 import statistics
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Dict, List, NamedTuple
 
 import numpy as np
@@ -40,7 +40,8 @@ from moco_bench.core.config import resolved
 from moco_bench.core.env import strict_fp32
 from moco_bench.core.errors import ConfigError, MissingDependency, TrainingDiverged
 from moco_bench.core.paths import project_file
-from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput, needs
+from moco_bench.data.check import check_sources
+from moco_bench.evaluators.base import EvalContext, EvalOutput, needs
 from moco_bench.evaluators.detection.d2config import d2_opts, merge_d2_file
 from moco_bench.evaluators.detection.trial_log import log_to
 
@@ -55,25 +56,28 @@ DIVERGED = "diverged.json"
 class Task(NamedTuple):
     """One kind of detectron2 fine-tuning the trials below run.
 
-    ``module`` is imported in every trial process and provides ``new_config()`` (detectron2's config with the
-    task's keys), ``register(sources, classes)`` (its datasets in detectron2's catalogs) and ``Trainer`` (a
-    detectron2 trainer with :class:`~moco_bench.evaluators.detection.trainer.TransferHooks`).
-    ``check_sources(sources, test, classes, source)`` fails before any work on an absent, partial or class-less
-    dataset and returns a summary of each (image counts) for the record; ``configure(d2, cfg, sources)`` sets
+    ``trainer()`` imports and returns the task's trainer module (in every trial process: a module-level function,
+    so it pickles by name), which provides ``new_config()`` (detectron2's config with the task's keys),
+    ``register(sources, classes)`` (its datasets in detectron2's catalogs) and ``Trainer`` (a detectron2 trainer
+    with :class:`~moco_bench.evaluators.detection.trainer.TransferHooks`). ``configure(d2, cfg, sources)`` sets
     what the training set decides (class counts); ``metrics_of(results)`` gives (metrics, per-category, other
     numbers) of a trial.
     """
 
-    module: str
-    check_sources: Callable
+    trainer: Callable[[], ModuleType]
     configure: Callable
     metrics_of: Callable
 
 
-def detection_task() -> Task:
-    from moco_bench.data.sources import check_sources
+def detection_trainer() -> ModuleType:
+    """The detectron2 trainer module (imported on use: it imports detectron2)."""
+    from moco_bench.evaluators.detection import trainer
 
-    return Task("moco_bench.evaluators.detection.trainer", check_sources, set_detection_classes, _metrics_of)
+    return trainer
+
+
+def detection_task() -> Task:
+    return Task(detection_trainer, set_detection_classes, _metrics_of)
 
 
 def require_detectron2() -> None:
@@ -101,7 +105,7 @@ def protocol_d2_config(cfg: DictConfig, arch: str, task: Task | None = None):
     path = project_file(str(cfg.d2_config))
     if not path.is_file():
         raise ConfigError(f"{_source(cfg)}: d2_config {cfg.d2_config} not found")
-    d2 = importlib.import_module(task.module).new_config()
+    d2 = task.trainer().new_config()
     merge_d2_file(d2, path, _source(cfg))
     d2.merge_from_list(d2_model.resnet_options(arch))
     try:
@@ -170,7 +174,7 @@ def _trial_worker(job: dict) -> None:
 
     out = Path(job["out_dir"])
     strict_fp32()  # a fresh process under detectron2's launch
-    task = importlib.import_module(job["task"])
+    task = job["trainer"]()
     task.register(job["sources"], job["classes"])
     cfg = task.new_config()
     merge_d2_file(cfg, out / "d2_config.yaml", str(out))
@@ -259,7 +263,6 @@ def _metrics_of(results: dict) -> tuple[Dict[str, float], dict]:
     return metrics, {"per_category_AP": per_category, "other_metrics": extra}
 
 
-@EVALUATORS.register("detectron2")
 @needs(require_detectron2)
 def detectron2_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Fine-tune and evaluate ``cfg.trials`` times; metrics are trial means (``<metric>_std``: population std)."""
@@ -283,7 +286,7 @@ def _checked_sources(cfg: DictConfig, task: Task, ctx: EvalContext):
     classes = list(ds.classes) if ds.get("classes") else None
     if ctx.data_check is not None:
         return sources, ctx.data_check
-    return sources, task.check_sources(sources, [str(n) for n in ds.test], classes, _source(cfg))
+    return sources, check_sources(sources, [str(n) for n in ds.test], classes, _source(cfg))
 
 
 def _world_size(cfg: DictConfig, device: str) -> int:
@@ -316,7 +319,7 @@ def run_transfer(backbone, cfg: DictConfig, ctx: EvalContext, task: Task) -> Eva
         d2.merge_from_list(["SEED", seed + k, "DATALOADER.NUM_WORKERS", ctx.workers])
         atomic_write_text(out / "d2_config.yaml", d2.dump())
         job = {"out_dir": str(out), "sources": sources, "classes": list(ds.classes) if ds.get("classes") else None,
-               "save_model": bool(cfg.save_model), "checkpoint": str(backbone.path), "task": task.module}
+               "save_model": bool(cfg.save_model), "checkpoint": str(backbone.path), "trainer": task.trainer}
         log.info("%s: trial %d/%d (seed %d) in %s", cfg.name, k + 1, trials, seed + k, out)
         with ctx.stage("train_and_test"):
             runs.append(_run_trial(job, world_size))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from moco_bench.core.schema import MISSING, field
-from moco_bench.evaluators.schema import Evaluation, register_schema
+from moco_bench.evaluators.schema import Evaluation, register_evaluator
 
 
 @dataclass
@@ -14,7 +14,7 @@ class DetectionDatasets:
     classes: Optional[List[str]] = None  # VOC sources: class names in label order; COCO: from the JSON
     train: List[str] = MISSING
     test: List[str] = MISSING
-    sources: Dict[str, Any] = MISSING  # name -> {format: voc|coco, ...}
+    sources: Dict[str, Any] = MISSING  # name -> one entry of a format of moco_bench.data.registry (its schema)
 
 
 @dataclass
@@ -28,5 +28,17 @@ class DetectionEvaluation(Evaluation):
     datasets: DetectionDatasets = MISSING
 
 
-register_schema("detectron2", DetectionEvaluation, "moco_bench.evaluators.detection.detection")
-register_schema("densepose", DetectionEvaluation, "moco_bench.evaluators.detection.densepose")
+def _detectron2():
+    from moco_bench.evaluators.detection.detection import detectron2_transfer
+
+    return detectron2_transfer
+
+
+def _densepose():
+    from moco_bench.evaluators.detection.densepose import densepose_transfer
+
+    return densepose_transfer
+
+
+register_evaluator("detectron2", DetectionEvaluation, _detectron2)
+register_evaluator("densepose", DetectionEvaluation, _densepose)

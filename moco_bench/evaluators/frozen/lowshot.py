@@ -12,7 +12,7 @@ from joblib import delayed
 from omegaconf import DictConfig
 
 from moco_bench.core.errors import ConfigError, DataError
-from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
+from moco_bench.evaluators.base import EvalContext, EvalOutput
 from moco_bench.evaluators.frozen.ap import average_precision
 from moco_bench.evaluators.frozen.svm import (
     SVMParams,
@@ -132,7 +132,6 @@ def lowshot_on_features(train_X, train_T, test_X, test_T, classes: Sequence[str]
             "selection": selection, **sum_counts(results.values())}
 
 
-@EVALUATORS.register("voc07_lowshot_svm")
 def voc07_lowshot_svm(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Low-shot VOC07 SVM: ``mAP@k<k>`` (mean over samples) and ``_min``/``_max``/``_std`` per k, first layer."""
     p, costs = SVMParams.from_config(cfg.svm), costs_of(cfg)

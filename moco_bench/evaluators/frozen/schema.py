@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from moco_bench.core.schema import MISSING, field
-from moco_bench.evaluators.schema import Data, Evaluation, Features, Transform, register_schema
+from moco_bench.evaluators.schema import Data, Evaluation, Features, Transform, register_evaluator
 
 
 @dataclass
@@ -48,7 +48,7 @@ class KNN:
     temperature: float = field(min=1e-6)
     query_chunk: int = field(min=1)
     train_chunk: int = field(min=1)
-    backend: str = field(choices=("auto", "torch", "faiss"))  # the search (moco_bench.evaluators.frozen.search)
+    backend: str = field(choices=("auto", "torch", "faiss"))  # the search (moco_bench.evaluators.search)
 
 
 @dataclass
@@ -73,6 +73,24 @@ class KNNEvaluation(FrozenEvaluation):
     knn: KNN = MISSING
 
 
-register_schema("voc07_svm", SVMEvaluation, "moco_bench.evaluators.frozen.svm")
-register_schema("voc07_lowshot_svm", LowshotEvaluation, "moco_bench.evaluators.frozen.lowshot")
-register_schema("knn", KNNEvaluation, "moco_bench.evaluators.frozen.knn", takes_pixels=True)
+def _voc07_svm():
+    from moco_bench.evaluators.frozen.svm import voc07_svm
+
+    return voc07_svm
+
+
+def _voc07_lowshot_svm():
+    from moco_bench.evaluators.frozen.lowshot import voc07_lowshot_svm
+
+    return voc07_lowshot_svm
+
+
+def _knn():
+    from moco_bench.evaluators.frozen.knn import knn
+
+    return knn
+
+
+register_evaluator("voc07_svm", SVMEvaluation, _voc07_svm)
+register_evaluator("voc07_lowshot_svm", LowshotEvaluation, _voc07_lowshot_svm)
+register_evaluator("knn", KNNEvaluation, _knn, takes_pixels=True)

@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
 from joblib import Parallel, delayed
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
@@ -31,7 +31,8 @@ from sklearn.model_selection import StratifiedKFold
 from moco_bench.core import native_output
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.core.progress import bar
-from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
+from moco_bench.evaluators.base import EvalContext, EvalOutput
+from moco_bench.evaluators.features import load_pair, split_info
 from moco_bench.evaluators.frozen.ap import average_precision
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ def normalized_pair(train_X, test_X, p: SVMParams, n_jobs: int) -> Iterator[Tupl
 
 def check_inputs(train_X, test_X, images) -> None:
     """NaN/Inf features are an error that names the images (or rows, for bare arrays)."""
-    from moco_bench.evaluators.frozen.features import check_finite
+    from moco_bench.evaluators.features import check_finite
 
     images = images or ([f"row {i}" for i in range(len(train_X))], [f"row {i}" for i in range(len(test_X))])
     check_finite(train_X, images[0], "train split")
@@ -271,12 +272,7 @@ def costs_of(cfg: DictConfig) -> List[float]:
 def splits(backbone, cfg: DictConfig, ctx: EvalContext):
     """Both splits' features; a single-label reader's labels become one-vs-rest targets (1 / -1 per class), so
     the SVM protocols run on every classification reader, not only on VOC's multi-label files."""
-    from moco_bench.evaluators.frozen.features import load_split
-
-    with ctx.stage("features"):
-        train = load_split(backbone, cfg, ctx.cache_dir, cfg.data.train_split, device=ctx.device,
-                           workers=ctx.workers)
-        test = load_split(backbone, cfg, ctx.cache_dir, cfg.data.test_split, device=ctx.device, workers=ctx.workers)
+    train, test = load_pair(backbone, cfg, ctx)
     for split in (train, test):
         if split.labels.ndim == 1:
             split.labels = np.where(np.arange(len(split.classes)) == split.labels[:, None], 1.0, -1.0).astype(
@@ -285,20 +281,13 @@ def splits(backbone, cfg: DictConfig, ctx: EvalContext):
 
 
 def info(cfg: DictConfig, layers, train, test, **extra) -> Dict:
-    pooling = {name: OmegaConf.to_container(cfg.features.pooling[name], resolve=True) for name in layers}
-    return {"dataset": str(cfg.data.name), "dataset_root": str(cfg.data.root),
-            "split": f"{cfg.data.train_split}->{cfg.data.test_split}",
-            "layer": layers[0], "layers": list(layers), "pooling": pooling,
-            "precision": str(cfg.features.precision), "feature_cache": {"train": train.cache, "test": test.cache},
-            "runtime": train.runtime,
-            **extra}
+    return {**split_info(cfg, train, test, layers), **extra}
 
 
 def n_jobs(cfg: DictConfig, ctx: EvalContext) -> int:
     return int(cfg.svm.get("n_jobs") or ctx.workers or 1)
 
 
-@EVALUATORS.register("voc07_svm")
 def voc07_svm(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """VOC07 SVM: metrics ``mAP`` (first layer of ``features.layers``) and ``<layer>_mAP`` for every layer."""
     p, costs, layers = SVMParams.from_config(cfg.svm), costs_of(cfg), list(cfg.features.layers)

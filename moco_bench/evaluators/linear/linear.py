@@ -22,10 +22,10 @@ from torch.utils.data import Dataset
 from moco_bench.core.config import resolved
 from moco_bench.core.distributed import DistEnv, setup
 from moco_bench.core.errors import ConfigError, DataError
-from moco_bench.data.readers import open_split
+from moco_bench.data.catalog import open_split
 from moco_bench.data.transforms import eval_size, eval_transform, linear_train_transform
-from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
-from moco_bench.evaluators.frozen.features import load_split
+from moco_bench.evaluators.base import EvalContext, EvalOutput
+from moco_bench.evaluators.features import load_pair
 from moco_bench.evaluators.linear.heads import Heads, linear_layer, norm_linear_heads, stage_channels
 from moco_bench.evaluators.linear.train import LinearRun, TrainConfig, train_heads
 from moco_bench.models.inference import NHWC, choose_runtime, prepare
@@ -130,16 +130,14 @@ def _output(cfg: DictConfig, run: LinearRun, result: dict, extra_variant: str = 
     return EvalOutput(metrics=metrics_of(result["summary"]), details=details, info=info, examples=examples)
 
 
-def _evaluate(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
+def linear_heads(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
+    """The linear protocols (main_lincls, the multi-head protocols): heads on the frozen backbone's taps, trained
+    on augmented images."""
     env = setup(ctx.device)
     with ctx.stage("data"):
         train_set, val_set = build_datasets(cfg)
     run = linear_run(backbone, cfg, ctx, env, train_set, val_set)
     return _output(cfg, run, train_heads(run))
-
-
-for _name in ("linear", "mhead_linear"):  # one implementation; the head (cfg.head.norm) makes the difference
-    EVALUATORS.register(_name)(_evaluate)
 
 
 class _CachedFeatures(Dataset):
@@ -168,7 +166,6 @@ def _cache_request(cfg: DictConfig) -> DictConfig:
                              "features": features})
 
 
-@EVALUATORS.register("mhead_linear_fast")
 def mhead_linear_fast(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Quick look: the multi-layer heads trained on cached features of the test transform (no augmentation).
 
@@ -180,13 +177,7 @@ def mhead_linear_fast(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput
     if env.world_size > 1:
         raise ConfigError(f"{_source(cfg)}: the fast variant runs in one process (it is meant for quick looks)")
     request = _cache_request(cfg)
-    with ctx.stage("features"):
-        train = load_split(backbone, request, ctx.cache_dir, str(cfg.data.train_split), device=str(env.device),
-                           workers=ctx.workers)
-        val = load_split(backbone, request, ctx.cache_dir, str(cfg.data.test_split), device=str(env.device),
-                         workers=ctx.workers)
-    if train.classes != val.classes:
-        raise DataError(f"{cfg.data.root}: {len(train.classes)} train / {len(val.classes)} val classes differ")
+    train, val = load_pair(backbone, request, dataclasses.replace(ctx, device=str(env.device)))
     run = linear_run(backbone, cfg, ctx, env, _CachedFeatures(train), _CachedFeatures(val), extract=lambda f: f,
                      workers=0)
     out = _output(cfg, run, train_heads(run), extra_variant=FAST_VARIANT)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from moco_bench.core.schema import MAX_SIDE, MISSING, field
-from moco_bench.evaluators.schema import Data, Evaluation, Features, Transform, register_schema
+from moco_bench.evaluators.schema import Data, Evaluation, Features, Transform, register_evaluator
 
 
 @dataclass
@@ -72,6 +72,19 @@ class LinearEvaluation(Evaluation):
     schedule: Schedule = MISSING
 
 
-for _name in ("linear", "mhead_linear", "mhead_linear_fast"):
-    register_schema(_name, LinearEvaluation, "moco_bench.evaluators.linear.linear",
-                    per_gpu_processes=_name != "mhead_linear_fast", takes_pixels=_name == "linear")
+def _linear():
+    from moco_bench.evaluators.linear.linear import linear_heads
+
+    return linear_heads
+
+
+def _mhead_linear_fast():
+    from moco_bench.evaluators.linear.linear import mhead_linear_fast
+
+    return mhead_linear_fast
+
+
+# One implementation for linear and mhead_linear: the heads (head.norm, features.layers) make the difference.
+register_evaluator("linear", LinearEvaluation, _linear, per_gpu_processes=True, takes_pixels=True)
+register_evaluator("mhead_linear", LinearEvaluation, _linear, per_gpu_processes=True)
+register_evaluator("mhead_linear_fast", LinearEvaluation, _mhead_linear_fast)

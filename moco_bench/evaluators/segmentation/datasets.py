@@ -7,7 +7,7 @@ read by detectron2's own Cityscapes loader (``labelTrainIds`` PNGs, which citysc
 
 from __future__ import annotations
 
-from typing import List, Mapping, Sequence
+from typing import Callable, List, Mapping, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -35,17 +35,26 @@ def class_names(spec: Mapping, classes: Sequence[str] | None) -> List[str]:
 def register_sources(sources: Mapping[str, Mapping], classes: Sequence[str] | None) -> None:
     """(Re-)register every source in detectron2's catalogs with what SemSegEvaluator reads: ``stuff_classes``,
     ``ignore_label``; the records carry ``file_name`` and ``sem_seg_file_name``."""
-    from detectron2.data.datasets.cityscapes import load_cityscapes_semantic
-
     for name, spec in sources.items():
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
-        if spec["format"] == "voc_seg":
-            pairs = [(str(i), str(label)) for i, label in pairs_of(spec)]
-            DatasetCatalog.register(name, lambda p=pairs: [{"file_name": i, "sem_seg_file_name": s} for i, s in p])
-        else:
-            image_dir, gt_dir = str(spec["image_dir"]), str(spec["gt_dir"])
-            DatasetCatalog.register(name, lambda i=image_dir, g=gt_dir: load_cityscapes_semantic(i, g))
+        DatasetCatalog.register(name, REGISTER[spec["format"]](spec))
         MetadataCatalog.get(name).set(stuff_classes=class_names(spec, classes), ignore_label=int(spec["ignore_label"]),
                                       evaluator_type="sem_seg")
+
+
+def _voc_seg_records(spec: Mapping) -> Callable[[], List[dict]]:
+    pairs = [(str(i), str(label)) for i, label in pairs_of(spec)]
+    return lambda: [{"file_name": i, "sem_seg_file_name": s} for i, s in pairs]
+
+
+def _cityscapes_records(spec: Mapping) -> Callable[[], List[dict]]:
+    from detectron2.data.datasets.cityscapes import load_cityscapes_semantic
+
+    image_dir, gt_dir = str(spec["image_dir"]), str(spec["gt_dir"])
+    return lambda: load_cityscapes_semantic(image_dir, gt_dir)
+
+
+# Every segmentation source format (moco_bench.data.segmentation_sources): its records loader for detectron2.
+REGISTER = {"voc_seg": _voc_seg_records, "cityscapes_sem": _cityscapes_records}

@@ -4,6 +4,13 @@ trials, datasets), with segmentation sources (``format: voc_seg | cityscapes_sem
 from __future__ import annotations
 
 from moco_bench.evaluators.detection.schema import DetectionEvaluation
-from moco_bench.evaluators.schema import register_schema
+from moco_bench.evaluators.schema import register_evaluator
 
-register_schema("detectron2_semseg", DetectionEvaluation, "moco_bench.evaluators.segmentation.semseg")
+
+def _semseg():
+    from moco_bench.evaluators.segmentation.semseg import semseg_transfer
+
+    return semseg_transfer
+
+
+register_evaluator("detectron2_semseg", DetectionEvaluation, _semseg)

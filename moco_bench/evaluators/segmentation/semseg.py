@@ -9,15 +9,14 @@ evaluation config names a detectron2 config (``evaluate/detectron2/*_fcn16_*.yam
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Dict
 
 from omegaconf import DictConfig
 
 from moco_bench.core.errors import ConfigError
-from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput, needs
+from moco_bench.evaluators.base import EvalContext, EvalOutput, needs
 from moco_bench.evaluators.detection.detection import Task, require_detectron2, run_transfer
-
-TASK_MODULE = "moco_bench.evaluators.segmentation.trainer"
 
 
 def _configure(d2, cfg: DictConfig, sources: dict) -> None:
@@ -43,13 +42,17 @@ def _metrics_of(results: dict) -> tuple[Dict[str, float], dict]:
     return {"mIoU": res["mIoU"]}, {"per_class_IoU": per_class, "other_metrics": other}
 
 
+def semseg_trainer() -> ModuleType:
+    """The FCN trainer module (imported on use: it imports detectron2)."""
+    from moco_bench.evaluators.segmentation import trainer
+
+    return trainer
+
+
 def semseg_task() -> Task:
-    from moco_bench.data.segmentation_sources import check_sources
-
-    return Task(TASK_MODULE, check_sources, _configure, _metrics_of)
+    return Task(semseg_trainer, _configure, _metrics_of)
 
 
-@EVALUATORS.register("detectron2_semseg")
 @needs(require_detectron2)
 def semseg_transfer(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     """Fine-tune and evaluate ``cfg.trials`` times; ``mIoU`` is the trial mean (``mIoU_std``: population std)."""

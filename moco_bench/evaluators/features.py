@@ -13,7 +13,7 @@ import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader
 
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.core.progress import bar
-from moco_bench.data.readers import open_split
+from moco_bench.data.catalog import open_split
 from moco_bench.data.transforms import eval_size, eval_transform
-from moco_bench.evaluators.frozen.cache import CacheEntry, RowWriter, check_free_space, digest
+from moco_bench.evaluators.cache import CacheEntry, RowWriter, check_free_space, digest
 from moco_bench.models.inference import NHWC, choose_runtime, prepare
 from moco_bench.models.taps import FeatureTaps
 
@@ -176,6 +176,30 @@ def load_split(backbone, cfg: DictConfig, cache_dir: Path, split: str, *, device
                                       device=device, workers=workers, desc=f"features {Path(root).name}/{split}"))
     return FeatureSplit(features={name: found[name] for name in layers}, labels=labels, classes=classes,
                         images=images, cache=status, runtime=key["runtime"])
+
+
+def load_pair(backbone, cfg: DictConfig, ctx, layers: Sequence[str] | None = None,
+              min_images: int = 1) -> tuple[FeatureSplit, FeatureSplit]:
+    """``(train, test)`` features of ``cfg.data``'s two splits (:func:`load_split`), timed as the ``features``
+    stage of ``ctx`` (an EvalContext), the two holding the same classes (labels would mean other classes)."""
+    with ctx.stage("features"):
+        train = load_split(backbone, cfg, ctx.cache_dir, str(cfg.data.train_split), device=ctx.device,
+                           workers=ctx.workers, layers=layers, min_images=min_images)
+        test = load_split(backbone, cfg, ctx.cache_dir, str(cfg.data.test_split), device=ctx.device,
+                          workers=ctx.workers, layers=layers)
+    if train.classes != test.classes:
+        raise DataError(f"{cfg.data.root}: splits {cfg.data.train_split} and {cfg.data.test_split} have other "
+                        f"classes ({len(train.classes)} vs {len(test.classes)})")
+    return train, test
+
+
+def split_info(cfg: DictConfig, train: FeatureSplit, test: FeatureSplit, layers: Sequence[str]) -> Dict[str, Any]:
+    """The record's ``evaluation`` fields every frozen-feature protocol shares."""
+    return {"dataset": str(cfg.data.name), "dataset_root": str(cfg.data.root),
+            "split": f"{cfg.data.train_split}->{cfg.data.test_split}", "layer": layers[0], "layers": list(layers),
+            "pooling": {name: OmegaConf.to_container(cfg.features.pooling[name], resolve=True) for name in layers},
+            "precision": str(cfg.features.precision), "feature_cache": {"train": train.cache, "test": test.cache},
+            "runtime": train.runtime}
 
 
 def _compute(backbone, entry: CacheEntry, todo, pooling, dataset, images, status, tspec, fcfg, *, device: str,

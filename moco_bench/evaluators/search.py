@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from moco_bench.core.errors import ConfigError, DataError
-from moco_bench.evaluators.frozen.features import read_rows
+from moco_bench.evaluators.features import read_rows
 
 BACKENDS = ("auto", "torch", "faiss")
 BLOCK = 2 ** 26  # similarities held at once by the torch search: 256 MiB of float32
