@@ -22,8 +22,8 @@ from moco_bench.cli import main
 from moco_bench.convert import load_backbone
 from moco_bench.core.errors import Busy, ConfigError, DataError, ResultExistsError
 from moco_bench.core.locks import exclusive
+from moco_bench.data.check import check_sources
 from moco_bench.data.images import load_rgb
-from moco_bench.data.sources import check_sources
 from moco_bench.data.voc import read_image_set
 from moco_bench.engine.eval_all import eval_all
 from moco_bench.engine.runner import checkpoint_id, run_evaluation

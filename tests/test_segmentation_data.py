@@ -166,6 +166,7 @@ def test_voc_segmentation_lists_and_semseg_evaluator(vocseg_root, tmp_path):
     from detectron2.evaluation import SemSegEvaluator
 
     from moco_bench.data import segmentation_sources
+    from moco_bench.data.check import check_sources
     from moco_bench.evaluators.segmentation import datasets as seg_datasets
 
     ids = segmentation_sources.voc_pairs(vocseg_root, "train_aug", "SegmentationClassAug")
@@ -180,7 +181,7 @@ def test_voc_segmentation_lists_and_semseg_evaluator(vocseg_root, tmp_path):
     classes = ["background", *embedded.FASHION_CLASSES]
     spec = {"format": "voc_seg", "root": str(vocseg_root), "split": "val", "labels": "SegmentationClass",
             "ignore_label": VOID, "expect": 3}
-    segmentation_sources.check_sources({"minivocseg_test_val": spec})
+    check_sources({"minivocseg_test_val": spec}, ["minivocseg_test_val"], None)
     seg_datasets.register_sources({"minivocseg_test_val": spec}, classes)
     evaluator = SemSegEvaluator("minivocseg_test_val", distributed=False)
     evaluator.reset()

@@ -115,12 +115,17 @@ def _overridden(cfg: DictConfig, overrides: list, path: Path) -> DictConfig:
     return cfg
 
 
+def source_of(cfg: Mapping[str, Any]) -> str:
+    """The file a loaded config came from (its ``_source_``), for messages; ``config`` for one built in code."""
+    return str(cfg.get("_source_") or "config")
+
+
 def resolved(cfg: DictConfig) -> dict:
     """The config as plain data with every interpolation resolved (what gets recorded with results)."""
     try:
         return OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"{cfg.get('_source_', 'config')}: cannot resolve: {e}") from None
+        raise ConfigError(f"{source_of(cfg)}: cannot resolve: {e}") from None
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from moco_bench.core.config import ABSENT, differences, is_free
+from moco_bench.core.config import ABSENT, differences, is_free, source_of
 from moco_bench.core.errors import ConfigError
 from moco_bench.data.check import LOCATION_KEYS
 
@@ -33,7 +33,7 @@ def protocol_config(cfg: DictConfig) -> DictConfig:
     from moco_bench.core.paths import project_root
     from moco_bench.evaluators.catalog import load_evaluation
 
-    source = cfg.get("_source_", "config")
+    source = source_of(cfg)
     block = cfg.get(BLOCK)
     if block is None or "protocol" not in block:
         raise ConfigError(f"{source}: evaluation configs need a '{BLOCK}.protocol' key naming their shipped "

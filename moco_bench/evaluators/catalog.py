@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, List
 
-from moco_bench.core.config import load_config
+from moco_bench.core.config import load_config, source_of
 from moco_bench.core.errors import ConfigError, MocoBenchError
 from moco_bench.data.catalog import validate_datasets
 from moco_bench.evaluators.detection import schema as _detection  # noqa: F401 (each registers its evaluators)
@@ -34,7 +34,7 @@ def pixel_protocols() -> List[str]:
 
 def evaluation_schema(cfg) -> type:
     """The schema of an evaluation config, chosen by its ``evaluator`` key (for ``load_config``)."""
-    where = cfg.get("_source_", "config")
+    where = source_of(cfg)
     name = cfg.get("evaluator")
     if not name:
         raise ConfigError(f"{where}: an evaluation config needs an 'evaluator' key")

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from moco_bench.core.config import source_of
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.core.progress import bar
 from moco_bench.data.catalog import open_split
@@ -144,14 +145,14 @@ def load_split(backbone, cfg: DictConfig, cache_dir: Path, split: str, *, device
                for name in layers}
     missing_spec = [name for name, spec in pooling.items() if spec is None]
     if missing_spec:
-        raise ConfigError(f"{cfg.get('_source_', 'config')}: no features.pooling entry for {missing_spec}")
+        raise ConfigError(f"{source_of(cfg)}: no features.pooling entry for {missing_spec}")
     tspec = OmegaConf.to_container(cfg.transform, resolve=True)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     dataset = open_split(data, split, eval_transform(tspec["test"], tspec["mean"], tspec["std"]),
-                         source=str(cfg.get("_source_", "config")))
+                         source=source_of(cfg))
     labels, classes, images = split_items(dataset)
     if len(images) < min_images:
-        raise ConfigError(f"{cfg.get('_source_', 'config')}: {data['root']} split {split} has {len(images)} images; "
+        raise ConfigError(f"{source_of(cfg)}: {data['root']} split {split} has {len(images)} images; "
                           f"the protocol needs at least {min_images} (kNN: k larger than the training set)")
     root = Path(str(data["root"])).resolve()
     rel = [os.path.relpath(p, root) for p in images]

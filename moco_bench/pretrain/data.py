@@ -9,8 +9,8 @@ from typing import Mapping
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, DistributedSampler
 
-from moco_bench.core.config import resolved
-from moco_bench.core.errors import DataError
+from moco_bench.core.config import resolved, source_of
+from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.data.catalog import open_split
 from moco_bench.data.transforms import TwoCropsTransform, moco_v1_augment, moco_v2_augment
 
@@ -35,13 +35,16 @@ def build_dataset(cfg: DictConfig):
     """``data.reader`` on ``data.root`` / ``data.split``: two augmented PIL views per item, or the file bytes."""
     aug, data = resolved(cfg.transform), resolved(cfg.data)
     transform = TwoCropsTransform(AUGMENTS[aug["kind"]](**augment_args(aug))) if data["pipeline"] == "pil" else None
-    dataset = open_split({**data, "classes": None}, data["split"], transform, str(cfg.get("_source_", "config")))
+    dataset = open_split({**data, "classes": None}, data["split"], transform, source_of(cfg))
     if len(dataset) < cfg.data.batch_size:
         raise DataError(f"{cfg.data.root}/{cfg.data.split}: {len(dataset)} images, fewer than one global batch "
                         f"(data.batch_size={cfg.data.batch_size})")
     if data["pipeline"] == "tensor":
         from moco_bench.data.tensor_augment import EncodedImages
 
+        if not hasattr(dataset, "samples"):
+            raise ConfigError(f"{source_of(cfg)}: data.pipeline tensor reads image files; the {data['reader']} "
+                              "reader's images are not files (shards): use data.pipeline pil")
         dataset = EncodedImages(dataset)
         tensor_augment(aug)([dataset[0][0]], "cpu")  # decode and augment one image now, not after the model is built
     else:

@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 from omegaconf import DictConfig, OmegaConf
 
-from moco_bench.core.config import differences, is_free
+from moco_bench.core.config import differences, is_free, source_of
 from moco_bench.core.errors import ConfigError
 from moco_bench.core.paths import project_root
 
@@ -27,7 +27,7 @@ def recipe_record(cfg: DictConfig) -> Dict[str, Any]:
     name = str(cfg.recipe.protocol)
     path = project_root() / "pretrain" / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"{cfg.get('_source_', 'config')}: recipe.protocol {name!r}: no shipped recipe {path}")
+        raise ConfigError(f"{source_of(cfg)}: recipe.protocol {name!r}: no shipped recipe {path}")
     shipped = load_recipe(path)
     if str(shipped.recipe.protocol) != name:
         raise ConfigError(f"{path}: a shipped recipe names itself in recipe.protocol ({name!r})")

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from moco_bench.core import distributed
 from moco_bench.core.atomic import atomic_write_text, human_bytes
-from moco_bench.core.config import differences, is_free, resolved
+from moco_bench.core.config import differences, is_free, resolved, source_of
 from moco_bench.core.env import available_memory
 from moco_bench.core.errors import ConfigError, ResultExistsError, TrainingDiverged
 from moco_bench.core.progress import bar
@@ -48,7 +48,7 @@ def lr_factor(epoch: int, *, schedule: str, epochs: int, milestones) -> float:
 
 
 def check_config(cfg: DictConfig, world_size: int) -> None:
-    src, batch, K = cfg.get("_source_", "config"), cfg.data.batch_size, cfg.model.K
+    src, batch, K = source_of(cfg), cfg.data.batch_size, cfg.model.K
     if batch % world_size:
         raise ConfigError(f"{src}: data.batch_size={batch} (global) does not split over {world_size} processes")
     if K % batch:
@@ -68,7 +68,7 @@ def check_memory(cfg: DictConfig, device: torch.device, world_size: int) -> None
     queue, logits = 4 * dim * K, 4 * per_rank * (K + 1)
     need, have = 2 * queue + 3 * logits, available_memory(device)
     if have is not None and need > have:
-        raise ConfigError(f"{cfg.get('_source_', 'config')}: model.K={K:,} with model.dim={dim}: the queue takes "
+        raise ConfigError(f"{source_of(cfg)}: model.K={K:,} with model.dim={dim}: the queue takes "
                           f"{human_bytes(queue)} and one step's logits {human_bytes(logits)} per process (about "
                           f"{human_bytes(need)} in all); {device} has {human_bytes(have)} available")
 

@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 
 from moco_bench.convert import write_detectron2
 from moco_bench.core.atomic import atomic_write_text
-from moco_bench.core.config import resolved
+from moco_bench.core.config import resolved, source_of
 from moco_bench.core.env import strict_fp32
 from moco_bench.core.errors import ConfigError, MissingDependency, TrainingDiverged
 from moco_bench.core.paths import project_file
@@ -91,9 +91,6 @@ def require_detectron2() -> None:
         raise MissingDependency(f"{INSTALL_HINT} ({e})") from None
 
 
-def _source(cfg: DictConfig) -> str:
-    return str(cfg.get("_source_", "config"))
-
 
 def protocol_d2_config(cfg: DictConfig, arch: str, task: Task | None = None):
     """The detectron2 config a protocol asks for on ``arch``: its YAML (and every ``_BASE_``), the backbone's shape
@@ -104,14 +101,14 @@ def protocol_d2_config(cfg: DictConfig, arch: str, task: Task | None = None):
     task = task or detection_task()
     path = project_file(str(cfg.d2_config))
     if not path.is_file():
-        raise ConfigError(f"{_source(cfg)}: d2_config {cfg.d2_config} not found")
+        raise ConfigError(f"{source_of(cfg)}: d2_config {cfg.d2_config} not found")
     d2 = task.trainer().new_config()
-    merge_d2_file(d2, path, _source(cfg))
+    merge_d2_file(d2, path, source_of(cfg))
     d2.merge_from_list(d2_model.resnet_options(arch))
     try:
         d2.merge_from_list(d2_opts(cfg.d2_overrides))
     except (KeyError, ValueError, AssertionError) as e:
-        raise ConfigError(f"{_source(cfg)}: bad d2_overrides: {e}") from None
+        raise ConfigError(f"{source_of(cfg)}: bad d2_overrides: {e}") from None
     d2.merge_from_list(["MODEL.BACKBONE.NAME", backbone_name(arch, d2.MODEL.BACKBONE.NAME)])  # the stem
     return d2
 
@@ -132,7 +129,7 @@ def build_d2_config(backbone, cfg: DictConfig, out_dir: Path, weights: Path, dev
         "SOLVER.AMP.ENABLED", cfg.precision == "fp16",
     ])
     task.configure(d2, cfg, resolved(ds)["sources"])
-    check_fpn_levels(d2, backbone.arch, _source(cfg))
+    check_fpn_levels(d2, backbone.arch, source_of(cfg))
     norms = d2_model.usable_norms(d2, world_size, device)
     return d2, norms
 
@@ -146,7 +143,7 @@ def set_detection_classes(d2, cfg: DictConfig, sources: dict) -> None:
     d2.merge_from_list(["MODEL.ROI_HEADS.NUM_CLASSES", num_classes])
     if d2.MODEL.KEYPOINT_ON:
         if not num_keypoints:
-            raise ConfigError(f"{_source(cfg)}: a keypoint model needs a training set with keypoints "
+            raise ConfigError(f"{source_of(cfg)}: a keypoint model needs a training set with keypoints "
                               f"(datasets.sources.{ds.train[0]}.keypoints)")
         d2.merge_from_list(["MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", num_keypoints])
 
@@ -273,20 +270,20 @@ def _checked_sources(cfg: DictConfig, task: Task, ctx: EvalContext):
     """Everything checked before any compute: the datasets (names, files, counts, classes with ground truth; the
     runner's check where it ran) and the precision against the device. Returns the sources and their summary."""
     if cfg.precision == "fp16" and ctx.device == "cpu":
-        raise ConfigError(f"{_source(cfg)}: precision fp16 is detectron2's AMP training, which needs a CUDA device")
+        raise ConfigError(f"{source_of(cfg)}: precision fp16 is detectron2's AMP training, which needs a CUDA device")
     ds = cfg.datasets
     names = [str(n) for n in list(ds.train) + list(ds.test)]
     sources = resolved(ds)["sources"]
     unknown = [n for n in names if n not in sources]
     if unknown:
-        raise ConfigError(f"{_source(cfg)}: datasets.train/test name {unknown}, not described in datasets.sources")
+        raise ConfigError(f"{source_of(cfg)}: datasets.train/test name {unknown}, not described in datasets.sources")
     if len(ds.test) != 1:
-        raise ConfigError(f"{_source(cfg)}: datasets.test must name exactly one dataset (got {list(ds.test)})")
+        raise ConfigError(f"{source_of(cfg)}: datasets.test must name exactly one dataset (got {list(ds.test)})")
     sources = {n: sources[n] for n in names}
     classes = list(ds.classes) if ds.get("classes") else None
     if ctx.data_check is not None:
         return sources, ctx.data_check
-    return sources, check_sources(sources, [str(n) for n in ds.test], classes, _source(cfg))
+    return sources, check_sources(sources, [str(n) for n in ds.test], classes, source_of(cfg))
 
 
 def _world_size(cfg: DictConfig, device: str) -> int:
@@ -296,7 +293,7 @@ def _world_size(cfg: DictConfig, device: str) -> int:
 
     world_size = int(cfg.resources.gpus)
     if world_size > torch.cuda.device_count():
-        raise ConfigError(f"{_source(cfg)}: resources.gpus {world_size} but {torch.cuda.device_count()} CUDA "
+        raise ConfigError(f"{source_of(cfg)}: resources.gpus {world_size} but {torch.cuda.device_count()} CUDA "
                           "devices are visible")
     return world_size
 

@@ -15,6 +15,7 @@ from typing import Dict
 import numpy as np
 from omegaconf import DictConfig
 
+from moco_bench.core.config import source_of
 from moco_bench.core.errors import ConfigError
 from moco_bench.evaluators.base import EvalContext, EvalOutput
 from moco_bench.evaluators.features import check_finite, load_pair, split_info
@@ -32,7 +33,7 @@ def knn(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput:
     layer = cfg.features.layers[0]
     train, val = load_pair(backbone, cfg, ctx, [layer], min_images=max(int(k) for k in cfg.knn.k))
     if train.labels.ndim != 1:
-        raise ConfigError(f"{cfg.get('_source_', 'config')}: kNN votes for one class per image; the "
+        raise ConfigError(f"{source_of(cfg)}: kNN votes for one class per image; the "
                           f"{cfg.data.reader} reader gives several (multi-label)")
     top1_hits: Dict[int, np.ndarray] = {}
     with ctx.stage("knn"):

@@ -29,6 +29,7 @@ from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
 
 from moco_bench.core import native_output
+from moco_bench.core.config import source_of
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.core.progress import bar
 from moco_bench.evaluators.base import EvalContext, EvalOutput
@@ -265,7 +266,7 @@ def voc07_svm_on_features(train_X: np.ndarray, train_T: np.ndarray, test_X: np.n
 def costs_of(cfg: DictConfig) -> List[float]:
     costs = [float(c) for c in cfg.svm.costs]
     if not costs or min(costs) <= 0:
-        raise ConfigError(f"{cfg.get('_source_', 'config')}: svm.costs must be a non-empty list of positive numbers")
+        raise ConfigError(f"{source_of(cfg)}: svm.costs must be a non-empty list of positive numbers")
     return costs
 
 

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from moco_bench.core.config import resolved
+from moco_bench.core.config import resolved, source_of
 from moco_bench.core.distributed import DistEnv, setup
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.data.catalog import open_split
@@ -34,16 +34,12 @@ from moco_bench.models.taps import FeatureTaps
 FAST_VARIANT = "fast: heads on cached features, no augmentation"
 
 
-def _source(cfg: DictConfig) -> str:
-    return str(cfg.get("_source_", cfg.get("name", "config")))
-
-
 def build_datasets(cfg: DictConfig) -> Tuple[Dataset, Dataset]:
     """The train split with the protocol's augmentation and the test split with its evaluation transform."""
     data, t = resolved(cfg)["data"], resolved(cfg)["transform"]
     train = open_split(data, data["train_split"], linear_train_transform(t["train"], t["mean"], t["std"]),
-                       _source(cfg))
-    test = open_split(data, data["test_split"], eval_transform(t["test"], t["mean"], t["std"]), _source(cfg))
+                       source_of(cfg))
+    test = open_split(data, data["test_split"], eval_transform(t["test"], t["mean"], t["std"]), source_of(cfg))
     if list(train.classes) != list(test.classes):
         raise DataError(f"{data['root']}: the {data['train_split']} and {data['test_split']} splits name different "
                         f"classes ({len(train.classes)} vs {len(test.classes)})")
@@ -54,7 +50,7 @@ def frozen_backbone(backbone, cfg: DictConfig, device: torch.device):
     """The backbone as a frozen torchvision ResNet (fc = Identity) and a CPU copy of its tensors for the check.
     ``pixels:`` (no network: the linear classifier on the flattened image) fits any protocol's ``arch``."""
     if backbone.arch != cfg.arch and backbone.format != "pixels":
-        raise ConfigError(f"{_source(cfg)}: the protocol is set up for {cfg.arch}, but checkpoint {backbone.path} "
+        raise ConfigError(f"{source_of(cfg)}: the protocol is set up for {cfg.arch}, but checkpoint {backbone.path} "
                           f"holds a {backbone.arch} backbone (override arch={backbone.arch} to run it anyway)")
     model = backbone.build_model()
     model.requires_grad_(False).eval()
@@ -86,7 +82,7 @@ def linear_run(backbone, cfg: DictConfig, ctx: EvalContext, env: DistEnv, train_
                workers: int | None = None) -> LinearRun:
     """The run of a config: the frozen model, its taps, fresh heads, the data and where state is kept."""
     if cfg.transform.train.crop != eval_size(cfg.transform.test):
-        raise ConfigError(f"{_source(cfg)}: train and test crops differ; the pooled feature sizes would not match")
+        raise ConfigError(f"{source_of(cfg)}: train and test crops differ; the pooled feature sizes would not match")
     model, reference = frozen_backbone(backbone, cfg, env.device)
     taps = FeatureTaps(model, list(cfg.features.layers), resolved(cfg)["features"]["pooling"])
     tc, f = TrainConfig.from_config(cfg), cfg.features
@@ -98,7 +94,7 @@ def linear_run(backbone, cfg: DictConfig, ctx: EvalContext, env: DistEnv, train_
                      reference=reference, train_set=train_set, val_set=val_set, tc=tc,
                      num_classes=int(cfg.data.classes), out_dir=ctx.out_dir, env=env,
                      workers=ctx.workers if workers is None else workers,
-                     fingerprint=fingerprint(backbone, cfg, env.world_size), source=_source(cfg), stage=ctx.stage)
+                     fingerprint=fingerprint(backbone, cfg, env.world_size), source=source_of(cfg), stage=ctx.stage)
 
 
 def metrics_of(summary: Dict[str, dict]) -> Dict[str, float]:
@@ -162,7 +158,7 @@ def _cache_request(cfg: DictConfig) -> DictConfig:
     """The feature-cache request (``features.load_split``'s config) equal to this protocol's test preprocessing."""
     c = resolved(cfg)
     features = {**c["features"], "batch_size": int(cfg.optim.batch_size)}
-    return OmegaConf.create({"_source_": _source(cfg), "data": c["data"], "transform": c["transform"],
+    return OmegaConf.create({"_source_": source_of(cfg), "data": c["data"], "transform": c["transform"],
                              "features": features})
 
 
@@ -175,7 +171,7 @@ def mhead_linear_fast(backbone, cfg: DictConfig, ctx: EvalContext) -> EvalOutput
     """
     env = setup(ctx.device)
     if env.world_size > 1:
-        raise ConfigError(f"{_source(cfg)}: the fast variant runs in one process (it is meant for quick looks)")
+        raise ConfigError(f"{source_of(cfg)}: the fast variant runs in one process (it is meant for quick looks)")
     request = _cache_request(cfg)
     train, val = load_pair(backbone, request, dataclasses.replace(ctx, device=str(env.device)))
     run = linear_run(backbone, cfg, ctx, env, _CachedFeatures(train), _CachedFeatures(val), extract=lambda f: f,

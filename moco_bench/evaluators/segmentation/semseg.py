@@ -14,6 +14,7 @@ from typing import Dict
 
 from omegaconf import DictConfig
 
+from moco_bench.core.config import source_of
 from moco_bench.core.errors import ConfigError
 from moco_bench.evaluators.base import EvalContext, EvalOutput, needs
 from moco_bench.evaluators.detection.detection import Task, require_detectron2, run_transfer
@@ -28,7 +29,7 @@ def _configure(d2, cfg: DictConfig, sources: dict) -> None:
     classes = seg_datasets.class_names(train, ds.get("classes"))
     if seg_datasets.class_names(test, ds.get("classes")) != classes or train.get("ignore_label") != test.get(
             "ignore_label"):
-        raise ConfigError(f"{cfg.get('_source_', 'config')}: the training and test sets differ in classes or "
+        raise ConfigError(f"{source_of(cfg)}: the training and test sets differ in classes or "
                           "ignore_label")
     d2.merge_from_list(["MODEL.SEM_SEG_HEAD.NUM_CLASSES", len(classes),
                         "MODEL.SEM_SEG_HEAD.IGNORE_VALUE", int(train["ignore_label"])])
