@@ -89,7 +89,7 @@ def check_split(dataset, data: Mapping[str, Any], split: str, source: str) -> No
     if count is not None and len(dataset.images) != int(count):
         raise DataError(f"{where}: {len(dataset.images)} images, but the published split has {int(count)}: a "
                         "partial or different copy (data.expect in the protocol config names the source)")
-    load_rgb(Path(dataset.images[0]))
+    dataset.read_first() if hasattr(dataset, "read_first") else load_rgb(Path(dataset.images[0]))  # CIFAR: rows
 
 
 def open_split(data: Mapping[str, Any], split: str, transform: Optional[Callable] = None,
@@ -100,3 +100,6 @@ def open_split(data: Mapping[str, Any], split: str, transform: Optional[Callable
                      **dict(data.get("options") or {}))
     check_split(dataset, data, str(split), source)
     return dataset
+
+
+from moco_bench.data import transfer_sets  # noqa: E402,F401  (registers the transfer suite's readers)
