@@ -52,7 +52,7 @@ def score(metric: str, models: List[Linear], x: np.ndarray, y: np.ndarray) -> Tu
     """(the metric in %, per-image top-1 hits or None) of ``models`` on ``(x, y)``."""
     if metric == "voc11_map":
         return 100.0 * float(np.mean([voc11_ap(m.scores(x)[:, 0], y[:, c] == 1) for c, m in enumerate(models)])), None
-    pred = models[0].scores(x).argmax(1)
+    pred = models[0].predict(x)
     hits = pred == y
     if metric == "top1":
         return 100.0 * float(hits.mean()), hits

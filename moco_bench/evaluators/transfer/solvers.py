@@ -20,13 +20,20 @@ import torch
 
 @dataclass
 class Linear:
-    """Coefficients ``(K, D)`` and intercepts ``(K,)``; ``K == 1`` for a binary problem (scores of class 1)."""
+    """Coefficients ``(K, D)``, intercepts ``(K,)`` and the label of each row; ``K == 1`` for a binary problem
+    (scores of the second label). scikit-learn fits only the labels present in training, so a row's label is
+    kept with it rather than assumed to be its index."""
 
     coef: np.ndarray
     intercept: np.ndarray
+    labels: np.ndarray
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=self.coef.dtype) @ self.coef.T + self.intercept
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        s = self.scores(x)
+        return self.labels[(s[:, 0] > 0).astype(int)] if len(self.coef) == 1 else self.labels[s.argmax(1)]
 
 
 def fit_sklearn(x: np.ndarray, y: np.ndarray, C: float, *, max_iter: int, tol: float,
@@ -41,7 +48,7 @@ def fit_sklearn(x: np.ndarray, y: np.ndarray, C: float, *, max_iter: int, tol: f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the source's grid stops at max_iter as well
         clf.fit(x, y)
-    return Linear(clf.coef_.copy(), clf.intercept_.copy())
+    return Linear(clf.coef_.copy(), clf.intercept_.copy(), clf.classes_.copy())
 
 
 def fit_torch(x: torch.Tensor, y: torch.Tensor, num_classes: int, C: float, *, max_iter: int, tol: float,
@@ -70,7 +77,7 @@ def fit_torch(x: torch.Tensor, y: torch.Tensor, num_classes: int, C: float, *, m
         return loss
 
     opt.step(closure)
-    return Linear(w.detach().cpu().numpy(), b.detach().cpu().numpy())
+    return Linear(w.detach().cpu().numpy(), b.detach().cpu().numpy(), np.arange(num_classes))
 
 
 class Solver:
