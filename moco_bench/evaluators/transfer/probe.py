@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from moco_bench.core.errors import ConfigError, DataError
 from moco_bench.evaluators.base import EVALUATORS, EvalContext, EvalOutput
-from moco_bench.evaluators.frozen.features import check_finite, load_split
+from moco_bench.evaluators.frozen.features import check_finite, load_split, read_rows
 from moco_bench.evaluators.transfer.logreg import carve_validation
 
 
@@ -79,7 +79,7 @@ def accuracies(grid: HeadGrid, x: np.ndarray, y: np.ndarray, device: str, chunk:
     """Top-1 (%) of every head of ``grid`` on ``(x, y)``, streamed ``chunk`` rows at a time."""
     hits = torch.zeros(len(grid.lrs), dtype=torch.float64)
     for start in range(0, len(y), chunk):
-        xb = torch.from_numpy(np.ascontiguousarray(x[start:start + chunk])).to(device)
+        xb = torch.from_numpy(read_rows(x, start, start + chunk)).to(device)
         yb = torch.from_numpy(y[start:start + chunk]).long().to(device)
         hits += (grid.logits(xb).argmax(-1) == yb).sum(1).double().cpu()
     return (100.0 * hits / max(len(y), 1)).numpy()
