@@ -61,7 +61,7 @@ def test_head_is_chosen_on_held_out_train_and_test_labels_change_no_choice(image
     names = sorted(p.name for p in (moved / "val").iterdir())
     for i, name in enumerate(names):  # every val image under the next class's name
         (moved / "val" / name).rename(moved / "val" / f"tmp{i}")
-    for i, name in enumerate(names):
+    for i in range(len(names)):
         (moved / "val" / f"tmp{i}").rename(moved / "val" / names[(i + 1) % len(names)])
     corrupt = _probe(moved, tmp_path / "b")
     assert corrupt.details["chosen"] == chosen and corrupt.details["holdout_top1"] == table

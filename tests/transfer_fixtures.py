@@ -51,7 +51,7 @@ def _cifar(root: Path, rng, folder: str, files: Dict[str, List[str]], label_key:
            classes: List[str]) -> None:
     base = root / folder
     base.mkdir(parents=True)
-    for split, names in files.items():
+    for names in files.values():
         for name in names:
             labels = [i % len(classes) for i in range(PER_SPLIT * len(classes) // len(names) or 1)]
             data = np.stack([_pixels(y, rng, 32).transpose(2, 0, 1).reshape(-1) for y in labels])
