@@ -49,7 +49,8 @@ def _write_tables(out: Path, tables: Dict[str, pd.DataFrame], pivot: Pivot) -> L
     suite = transfer.suite_table(tables)
     if not suite.empty:  # the transfer suite: per-dataset columns and the mean the papers rank by
         atomic_write_text(out / "transfer_suite.csv", suite.to_csv(index=False))
-        lines += ["## transfer suite (mean over the datasets)\n", markdown.table(_display(suite, transfer.numeric(suite))), ""]
+        shown = markdown.table(_display(suite, transfer.numeric(suite)))
+        lines += ["## transfer suite (mean over the datasets)\n", shown, ""]
     for name, table in tables.items():
         shown = markdown.table(_display(table.drop(columns=["comparability", "checkpoint", "file"])))
         atomic_write_text(out / f"{_slug(name)}.csv", table.to_csv(index=False))
