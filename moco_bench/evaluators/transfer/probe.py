@@ -34,18 +34,22 @@ class HeadGrid:
         self.lrs = torch.tensor(list(lrs), dtype=torch.float32, device=device)
         self.bufs = [torch.zeros_like(self.w), torch.zeros_like(self.b)]
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``(L, B, K)``: every head's scores of the batch."""
-        return torch.einsum("bd,lkd->lbk", x, self.w) + self.b[:, None, :]
+    def logits(self, x: torch.Tensor, w: torch.Tensor | None = None, b: torch.Tensor | None = None) -> torch.Tensor:
+        """``(L, B, K)``: every head's scores of the batch, from one matrix product over all heads' rows."""
+        w, b = (self.w if w is None else w), (self.b if b is None else b)
+        n, k, d = w.shape
+        return (x @ w.reshape(n * k, d).T).view(len(x), n, k).transpose(0, 1) + b[:, None, :]
 
     def step(self, x: torch.Tensor, y: torch.Tensor, scale: float, momentum: float, weight_decay: float) -> None:
         w, b = self.w.requires_grad_(True), self.b.requires_grad_(True)
-        logits = torch.einsum("bd,lkd->lbk", x, w) + b[:, None, :]
+        logits = self.logits(x, w, b)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.repeat(len(self.lrs)), reduction="sum")
         gw, gb = torch.autograd.grad(loss / len(y), [w, b])  # each head's mean loss over the batch
         with torch.no_grad():
             for param, grad, buf in ((self.w, gw, self.bufs[0]), (self.b, gb, self.bufs[1])):
-                buf.mul_(momentum).add_(grad + weight_decay * param)
+                buf.mul_(momentum).add_(grad)
+                if weight_decay:
+                    buf.add_(param, alpha=weight_decay)
                 param.sub_((scale * self.lrs).view(-1, *[1] * (param.dim() - 1)) * buf)
         self.w, self.b = self.w.detach(), self.b.detach()
 
