@@ -33,6 +33,7 @@ from torch.utils.data import Subset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.cached_linear import bench_probe_grid, bench_transfer_logreg  # noqa: E402
 from moco_bench.convert import load_backbone  # noqa: E402
 from moco_bench.core.distributed import DistEnv  # noqa: E402
 from moco_bench.data.embedded import build_imagefolder  # noqa: E402
@@ -42,8 +43,6 @@ from moco_bench.evaluators.linear.heads import Heads, linear_layer, stage_channe
 from moco_bench.evaluators.linear.train import LinearRun, TrainConfig, train_heads  # noqa: E402
 from moco_bench.evaluators.schema import load_evaluation  # noqa: E402
 from moco_bench.models.taps import FeatureTaps  # noqa: E402
-
-from benchmarks.cached_linear import bench_probe_grid, bench_transfer_logreg  # noqa: E402
 
 LAYERS = ["feature1", "feature2", "feature3", "feature4", "feature5"]
 FAST = ("features.precision=bf16", "features.channels_last=true")
