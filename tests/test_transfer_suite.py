@@ -72,3 +72,15 @@ def test_suite_table_averages_only_complete_rows(tmp_path):
     report = write_report([tmp_path / "runs"], tmp_path / "report")
     text = (Path(report) / "report.md").read_text() if Path(report).is_dir() else Path(report).read_text()
     assert "transfer suite" in text and "55.00" in text
+
+
+def test_plan_states_the_suites_gpu_hours(tmp_path):
+    from moco_bench.convert import load_backbone
+    from moco_bench.engine.plan import plan
+
+    rows, totals = plan(load_backbone("random:resnet50"), load_suite(ROOT / "suites" / "transfer.yaml"), tmp_path)
+    assert all(r["gpu_hours"] is not None and r["gpu_hours"] > 0 for r in rows), rows
+    hours = {r["evaluation"]: r["gpu_hours"] for r in rows}
+    assert totals["all"] == pytest.approx(sum(hours.values()))
+    # the features dominate: ImageNet's 1.33 M images against the transfer sets' 0.2 M
+    assert hours["imagenet_probe_grid"] > sum(v for k, v in hours.items() if k.startswith("transfer_"))
