@@ -59,7 +59,8 @@ def hours(cfg, arch: str, counts: Dict[str, Optional[int]], costs, seen: set) ->
     n_train = counts[str(data.train_split)]
     if str(cfg.evaluator) == "probe_grid":
         fit = n_train * (1 - float(cfg.grid.holdout_fraction))
-        flops = 4 * fit * classes * len(cfg.grid.lrs) * sum(_dim(cfg, arch, name) for name in layers) * int(cfg.grid.epochs)
+        dims = sum(_dim(cfg, arch, name) for name in layers)
+        flops = 4 * fit * classes * len(cfg.grid.lrs) * dims * int(cfg.grid.epochs)
         how = f"{len(layers) * len(cfg.grid.lrs)} heads x {cfg.grid.epochs} epochs"
     else:
         n_val = counts[str(val_split)] if val_split else 0
