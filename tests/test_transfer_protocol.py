@@ -123,3 +123,20 @@ def test_eleven_point_ap():
     """All positives ranked first: AP 1; positives last among 4 items: precision 0.5 at every recall."""
     assert voc11_ap(np.array([0.9, 0.8, 0.1, 0.0]), np.array([1, 1, 0, 0])) == pytest.approx(1.0)
     assert voc11_ap(np.array([0.9, 0.8, 0.1, 0.0]), np.array([0, 0, 1, 1])) == pytest.approx(0.5)
+
+
+# The costs ssl-transfer's run_linear.sh @ 3abd897cae5b4fa68b6e05f5a1837963ea8bbbba publishes as chosen for MoCo v1
+# and v2 (its -c values: aircraft, caltech101, cars, cifar10, cifar100, dtd, flowers, food, pets, sun397, voc2007).
+PUBLISHED_C = {"moco-v1": [5623.413277133687, 177827.94843157247, 1778.2794843157246, 177.8279410688207,
+                           100000.00252621254, 316.2277690737784, 316227.7712565657, 56.23413185099295,
+                           31622.77530666721, 316.2277690737784, 31.622778304361788],
+               "moco-v2": [5623.413277133687, 316227.7712565657, 5623.413277133687, 316227.7712565657,
+                           100.00000223517424, 1778.2794843157246, 31622.77530666721, 177827.94843157247,
+                           999.999952502551, 100.00000223517424, 9.99999985098839]}
+
+
+def test_every_cost_the_source_published_is_a_point_of_the_grid():
+    grid = np.array(costs([-6, 5], 45))
+    for chosen in PUBLISHED_C.values():
+        for c in chosen:
+            assert np.abs(grid - c).min() / c < 1e-6  # float32 logspace, as torch.logspace
