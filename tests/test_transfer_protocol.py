@@ -120,9 +120,11 @@ def test_cost_grid_is_the_sources():
 
 
 def test_eleven_point_ap():
-    """All positives ranked first: AP 1; positives last among 4 items: precision 0.5 at every recall."""
+    """All positives ranked first: AP 1. Positives last among 4 items: the best precision at recall >= t is 0.5 for
+    t = 0.1 .. 1, and 1 at t = 0 from the (recall 0, precision 1) point scikit-learn's curve ends with, as the
+    source's voc_ap reads it: (1 + 10 x 0.5) / 11."""
     assert voc11_ap(np.array([0.9, 0.8, 0.1, 0.0]), np.array([1, 1, 0, 0])) == pytest.approx(1.0)
-    assert voc11_ap(np.array([0.9, 0.8, 0.1, 0.0]), np.array([0, 0, 1, 1])) == pytest.approx(0.5)
+    assert voc11_ap(np.array([0.9, 0.8, 0.1, 0.0]), np.array([0, 0, 1, 1])) == pytest.approx(6 / 11)
 
 
 # The costs ssl-transfer's run_linear.sh @ 3abd897cae5b4fa68b6e05f5a1837963ea8bbbba publishes as chosen for MoCo v1
