@@ -92,8 +92,8 @@ class Solver:
 
     def path(self, x: np.ndarray, y: np.ndarray, costs, num_classes: int):
         """``[Linear per cost]`` fitted on ``(x, y)``, in the order of ``costs``."""
-        xt = torch.as_tensor(np.ascontiguousarray(x), dtype=self.dtype, device=self.device) \
-            if self.kind == "torch" else None
+        xt = torch.tensor(np.asarray(x), dtype=self.dtype, device=self.device) \
+            if self.kind == "torch" else None  # a copy: the cache's memory maps are read-only
         yt = torch.as_tensor(y, device=self.device) if self.kind == "torch" else None
         out, prev = [], None
         for C in costs:
