@@ -6,6 +6,8 @@
    runs (5 / 1.3 = 3.85). Also shown: the sum of five single runs whose taps stop at their layer. Exits 1 on a miss.
 2. channels_last + mixed precision (bf16 autocast on CPU, fp16 on GPU) against plain fp32: training throughput of
    main_lincls' fc on the same ResNet-50, and top-1 per layer after a short multi-head run (ResNet-18, 32 px).
+3-4. On cached features (benchmarks/cached_linear.py): the probe grid against one main_lincls-style head, and
+   the transfer suite's torch L-BFGS against scikit-learn's; ``--cached-only`` runs just these.
 
 A step's cost is the period between successive training calls of the heads (data, backbone pass, heads, backward,
 optimizer step); each setting reports its cheapest step over ``--repeats`` runs of ``--steps`` steps, the settings
@@ -31,6 +33,7 @@ from torch.utils.data import Subset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.cached_linear import bench_probe_grid, bench_transfer_logreg  # noqa: E402
 from moco_bench import evaluators  # noqa: E402
 from moco_bench.convert import load_backbone  # noqa: E402
 from moco_bench.core.distributed import DistEnv  # noqa: E402
@@ -38,9 +41,9 @@ from moco_bench.data.embedded import build_imagefolder  # noqa: E402
 from moco_bench.evaluators.base import EvalContext  # noqa: E402
 from moco_bench.evaluators.catalog import load_evaluation  # noqa: E402
 from moco_bench.evaluators.linear import linear  # noqa: E402
-from moco_bench.evaluators.linear.heads import Heads, linear_layer, stage_channels  # noqa: E402
+from moco_bench.evaluators.linear.heads import Heads, linear_layer  # noqa: E402
 from moco_bench.evaluators.linear.train import LinearRun, TrainConfig, train_heads  # noqa: E402
-from moco_bench.models.taps import FeatureTaps  # noqa: E402
+from moco_bench.models.taps import FeatureTaps, stage_channels  # noqa: E402
 
 LAYERS = ["feature1", "feature2", "feature3", "feature4", "feature5"]
 FAST = ("features.precision=bf16", "features.channels_last=true")
@@ -159,12 +162,22 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads on CPU (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--cached-only", action="store_true", help="only sections 3-4 (heads on cached features)")
+    p.add_argument("--rows", type=int, default=20000, help="cached feature rows of section 3")
+    p.add_argument("--lr-rows", type=int, default=2000, help="train rows of section 4")
+    p.add_argument("--lr-dim", type=int, default=512, help="feature dim of section 4")
+    p.add_argument("--lr-classes", type=int, default=20, help="classes of section 4")
+    p.add_argument("--lr-costs", type=int, default=12, help="costs of section 4 (the protocol: 45)")
     args = p.parse_args()
     di = DistEnv(0, 1, 0, torch.device(args.device))
     if di.device.type == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
     unit = "CPU s" if di.device.type == "cpu" else "s"
     print(f"# {torch.get_num_threads()} intra-op thread(s); step costs in {unit}")
+    bench_probe_grid(str(di.device), args.rows)
+    bench_transfer_logreg(str(di.device), args.lr_rows, args.lr_dim, args.lr_classes, args.lr_costs)
+    if args.cached_only:
+        return 0
     with tempfile.TemporaryDirectory() as cache:
         os.environ["MOCO_BENCH_DATA"] = cache
         root = build_imagefolder(Path(cache) / "imagefolder", train_per_class=100, val_per_class=30, size=32)

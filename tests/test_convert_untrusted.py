@@ -18,8 +18,8 @@ import torchvision
 from checkpoint_builders import backbone_state, trained_like
 
 from moco_bench.convert import detectron2_key, load_backbone, read_detectron2_pkl
-from moco_bench.convert.inert_pickle import SAFE_STDLIB_OPCODES, InertUnpickler, Placeholder, inert_loads
 from moco_bench.core.errors import CheckpointError
+from moco_bench.core.inert_pickle import SAFE_STDLIB_OPCODES, InertUnpickler, Placeholder, inert_loads
 
 
 @pytest.fixture(scope="module")

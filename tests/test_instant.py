@@ -22,7 +22,13 @@ ELSEWHERE = {"lvis05_mrcnn_fpn_2x": "test_lvis_through_the_cli",
              "cityscapes_mrcnn_fpn": "test_cityscapes_instance_through_the_cli",
              "voc12aug_fcn16_30k": "test_voc_semseg_protocol_through_the_cli",
              "cityscapes_fcn16_90k": "test_cityscapes_semseg_through_the_cli",
-             "coco_densepose_rcnn_fpn_s1x": "test_densepose_without_its_project_is_skipped_with_the_install_route"}
+             "coco_densepose_rcnn_fpn_s1x": "test_densepose_without_its_project_is_skipped_with_the_install_route",
+             # the transfer suite's sets have their own layouts: tests/test_transfer_protocol.py, test_transfer_probe.py
+             **{f"transfer_{n}": "test_protocol_end_to_end_on_each_dataset" for n in (
+                 "aircraft", "caltech101", "cars", "cifar10", "cifar100", "dtd", "flowers", "food101", "pets",
+                 "sun397")},
+             "transfer_voc2007": "test_voc07_protocol_end_to_end",
+             "imagenet_probe_grid": "test_head_is_chosen_on_held_out_train_and_test_labels_change_no_choice"}
 PROTOCOLS = [name for name in ALL if name not in ELSEWHERE]
 CLASSES = "[" + ",".join(FASHION_CLASSES) + "]"
 D2_TINY = ["d2_overrides.SOLVER.MAX_ITER=1", "d2_overrides.SOLVER.IMS_PER_BATCH=2", "d2_overrides.SOLVER.STEPS=[]",
@@ -101,6 +107,6 @@ def test_protocol_runs_instantly_on_embedded_data(name, sets, tmp_path):
 
 
 def test_the_others_run_elsewhere():
-    source = (Path(__file__).parent / "test_transfer_tasks.py").read_text()
+    source = "".join(p.read_text() for p in sorted(Path(__file__).parent.glob("test_transfer_*.py")))
     assert set(ELSEWHERE) <= set(ALL)
     assert all(f"def {test}(" in source for test in ELSEWHERE.values())

@@ -21,13 +21,13 @@ from moco_bench.convert import (
 )
 from moco_bench.convert.arch import CLASSIFIER_KEYS, build_resnet, declared_arch, expected_shapes, recognize_arch
 from moco_bench.convert.formats import FORMATS, Copy, Format, SharedTooOften, detect_format, flatten, leaves_of_type
-from moco_bench.convert.inert_pickle import Placeholder
 from moco_bench.convert.loading import LoadedFile, read_checkpoint
 from moco_bench.convert.recipe import recipe_of
 from moco_bench.convert.report import KeyReport
 from moco_bench.core.atomic import atomic_torch_save
 from moco_bench.core.env import sha256_file
 from moco_bench.core.errors import CheckpointError
+from moco_bench.core.inert_pickle import Placeholder
 from moco_bench.models import resnets
 from moco_bench.models.taps import Pixels
 

@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from moco_bench.convert.rebuild import brief
 from moco_bench.core.errors import CheckpointError
+from moco_bench.core.rebuild import brief
 from moco_bench.core.registry import Registry
 
 FORMATS = Registry("checkpoint format")

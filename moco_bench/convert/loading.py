@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from moco_bench.convert import torch_files
-from moco_bench.convert.inert_pickle import InertUnpickler
-from moco_bench.convert.pickle_scan import PickleBomb
 from moco_bench.convert.safe_pickle import TORCH_SAFE_GLOBALS, last_line, refused_global
 from moco_bench.core.errors import CheckpointError
+from moco_bench.core.inert_pickle import InertUnpickler
+from moco_bench.core.pickle_scan import PickleBomb
 
 WEIGHTS_ONLY = "torch.load(weights_only=True)"
 _GATHER = ("gather a full state dict in the training run and save that: on every rank sd = torch.distributed."

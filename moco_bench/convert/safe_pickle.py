@@ -13,8 +13,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from moco_bench.convert.inert_pickle import InertUnpickler
 from moco_bench.core.errors import CheckpointError
+from moco_bench.core.inert_pickle import InertUnpickler
 
 # Added to torch's weights_only allowlist: DINO's and torchvision's reference scripts save their argparse
 # namespace. numpy is not added: torch's unpickler would apply a numpy dtype's state (its flags among it)

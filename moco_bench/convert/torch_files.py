@@ -5,7 +5,7 @@ Both of torch's layouts are read: the zip archive (``<root>/data.pkl`` plus one 
 keys, then each storage as a little-endian element count and its bytes). Storages are filled from the file
 with ordinary tensor constructors; their sizes are checked against the file before anything is allocated.
 :func:`precheck` looks at a file before torch or the inert unpickler reads it: zip records that inflate far
-beyond their size, and the shape of every pickle (:mod:`moco_bench.convert.pickle_scan`).
+beyond their size, and the shape of every pickle (:mod:`moco_bench.core.pickle_scan`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from moco_bench.convert.inert_pickle import MAGIC_NUMBER, InertUnpickler, flat_tensor, read_legacy_stream, storage_pid
-from moco_bench.convert.pickle_scan import PickleBomb, scan
-from moco_bench.convert.rebuild import FlatStorage
+from moco_bench.core.inert_pickle import MAGIC_NUMBER, InertUnpickler, flat_tensor, read_legacy_stream, storage_pid
+from moco_bench.core.pickle_scan import PickleBomb, scan
+from moco_bench.core.rebuild import FlatStorage
 
 # torch.save stores its records uncompressed, and trained weights hardly compress: a record that inflates more
 # than this is a zip bomb (2 GiB of zeros deflate into 2 MB), refused before anything is decompressed.
@@ -36,7 +36,7 @@ def precheck(path: Path, zipped: bool) -> set[str]:
 
     Raises:
         PickleBomb: a zip record inflates beyond :data:`MAX_INFLATION`, or a pickle is past the limits of
-            :func:`~moco_bench.convert.pickle_scan.scan`.
+            :func:`~moco_bench.core.pickle_scan.scan`.
         pickle.UnpicklingError, zipfile.BadZipFile: not a well-formed torch file.
     """
     if not zipped:

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from moco_bench.convert.arch import ARCHS
-from moco_bench.convert.inert_pickle import Placeholder
 from moco_bench.core.errors import CheckpointError
+from moco_bench.core.inert_pickle import Placeholder
 
 _BLOCK_PARTS = {"conv1", "conv2", "conv3", "bn1", "bn2", "bn3", "downsample"}
 _KNOWN_EXTRAS = {"se": "squeeze-and-excitation, as in timm's seresnet* and ecaresnet*",

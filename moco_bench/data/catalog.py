@@ -16,7 +16,13 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 from torch.utils.data import Dataset
 
 from moco_bench.core.errors import DataError
-from moco_bench.data import readers, segmentation_sources, shards, sources  # noqa: F401 (they register formats)
+from moco_bench.data import (  # noqa: F401 (they register formats)
+    readers,
+    segmentation_sources,
+    shards,
+    sources,
+    transfer_sets,
+)
 from moco_bench.data.images import load_rgb
 from moco_bench.data.registry import SplitReader, of_kind, validate
 

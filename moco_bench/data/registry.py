@@ -100,7 +100,7 @@ def validate(cfg: Any, where: str) -> None:
         reader = of_kind(str(data.reader), SplitReader, "data.reader", where)
         if reader.options is not None or data.get("options"):
             _held(data.get("options") or {}, reader.options or _NoOptions, "data.options", where)
-        splits = {str(data.train_split), str(data.test_split)}
+        splits = {str(v) for k, v in data.items() if k.endswith("_split") and v is not None}  # train, test, val
         stray = sorted(k for k, v in (data.get("expect") or {}).items() if v is not None and k not in splits)
         if stray:
             raise ConfigError(f"{where}: data.expect names {stray}, not a split this config reads "

@@ -26,11 +26,12 @@ def eval_transform(spec: Mapping, mean: Sequence[float], std: Sequence[float]) -
     anchors resize + square."""
     if not spec.get("crop") and not spec.get("square"):
         raise ConfigError("transform.test: give crop or square, so that every image has the same size")
-    ops: list = [T.Resize(int(spec["resize"]))]
+    mode = T.InterpolationMode(spec.get("interpolation") or "bilinear")  # the transfer suite's source: bicubic
+    ops: list = [T.Resize(int(spec["resize"]), interpolation=mode)]
     if spec.get("crop"):
         ops.append(T.CenterCrop(int(spec["crop"])))
     if spec.get("square"):
-        ops.append(T.Resize((int(spec["square"]), int(spec["square"]))))
+        ops.append(T.Resize((int(spec["square"]), int(spec["square"])), interpolation=mode))
     return T.Compose(ops + _normalize(mean, std))
 
 

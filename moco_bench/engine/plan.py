@@ -52,7 +52,7 @@ class Costs:
     def __init__(self, path: Optional[Path] = None):
         self.path = Path(path) if path else config_file(COSTS, "suites")
         table = load_config(self.path)
-        self.features, self.d2 = table.features, table.detectron2
+        self.features, self.d2, self.table = table.features, table.detectron2, table
         self.gpu = str(table.gpu)
 
     def image_seconds(self, arch: str, size: int) -> float:
@@ -127,6 +127,10 @@ def estimate(entry: SuiteEntry, arch: str, check: Optional[dict], costs: Costs, 
         return _feature_hours(cfg, arch, counts, costs, seen)
     if evaluator in LINEAR_EVALUATORS:
         return _linear_hours(cfg, arch, counts, costs)
+    if evaluator in ("transfer_logreg", "probe_grid"):  # features + the solvers (evaluators/transfer/cost.py)
+        from moco_bench.evaluators.transfer.cost import hours
+
+        return hours(cfg, arch, counts, costs, seen)
     return None, f"no cost model for the {evaluator} evaluator"
 
 

@@ -16,6 +16,7 @@ from moco_bench.evaluators.frozen import schema as _frozen  # noqa: F401
 from moco_bench.evaluators.linear import schema as _linear  # noqa: F401
 from moco_bench.evaluators.schema import EVALUATORS, EvaluatorSpec
 from moco_bench.evaluators.segmentation import schema as _segmentation  # noqa: F401
+from moco_bench.evaluators.transfer import schema as _transfer  # noqa: F401
 
 
 def spec(name: str) -> EvaluatorSpec:

@@ -25,7 +25,7 @@ from moco_bench.core.registry import Registry
 from moco_bench.core.schema import MISSING, NAME, field
 from moco_bench.data.schema import Data, TestTransform, Transform
 
-__all__ = ["NAME", "Data", "EvaluatorSpec", "Evaluation", "Features", "TestTransform", "Transform",
+__all__ = ["NAME", "Data", "EvaluatorSpec", "Evaluation", "Features", "FrozenFeatures", "TestTransform", "Transform",
            "register_evaluator"]
 
 
@@ -85,3 +85,10 @@ class Features:
     channels_last: bool = MISSING
     # moco_bench.models.inference.RUNTIMES
     runtime: str = field(choices=("auto", "eager", "channels_last", "mkldnn", "inductor"))
+
+
+@dataclass
+class FrozenFeatures(Features):
+    """Features extracted once and cached (the frozen-feature and transfer protocols)."""
+
+    batch_size: int = field(min=1)

@@ -91,3 +91,13 @@ class FeatureTaps(nn.Module):
             for module, training in modes.items():
                 module.training = training
         return {name: int(v.shape[1]) for name, v in out.items()}
+
+
+def stage_channels(resnet: nn.Module) -> Dict[str, int]:
+    """Channels of the maps the taps read: stem (``feature1``), ``layer1..4`` (``feature2..5``), ``gap``."""
+    out = {"feature1": resnet.conv1.out_channels}
+    for i, stage in enumerate((resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4), start=2):
+        # The last block of a stage has no downsample branch, so its last conv sets the stage's width.
+        out[f"feature{i}"] = [m for m in stage[-1].modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+    out["gap"] = out["feature5"]
+    return out

@@ -31,6 +31,11 @@ PUBLISHED_DATASETS = {
     "cityscapes_mrcnn_fpn": "cityscapes_fine_instance_seg_train",
     "cityscapes_fcn16_90k": "cityscapes_fine_sem_seg_train", "voc12aug_fcn16_30k": "voc_2012_train_aug",
     "coco_densepose_rcnn_fpn_s1x": "densepose_coco_2014_train+densepose_coco_2014_valminusminival",
+    # the many-dataset linear transfer suite (evaluate/transfer_*.yaml)
+    "transfer_aircraft": "FGVC-Aircraft", "transfer_caltech101": "Caltech-101", "transfer_cars": "Stanford Cars",
+    "transfer_cifar10": "CIFAR-10", "transfer_cifar100": "CIFAR-100", "transfer_dtd": "DTD",
+    "transfer_flowers": "Flowers-102", "transfer_food101": "Food-101", "transfer_pets": "Oxford-IIIT Pet",
+    "transfer_sun397": "SUN397", "transfer_voc2007": "VOC2007",
 }
 FINETUNED = ("AP", "mIoU")  # metrics of protocols that fine-tune the whole network (detection, segmentation)
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from moco_bench.core.atomic import atomic_write_bytes, atomic_write_text, replaced_folder
 from moco_bench.core.errors import DataError
-from moco_bench.results import latex, markdown
+from moco_bench.results import latex, markdown, transfer
 from moco_bench.results.page import render_page
 from moco_bench.results.pivot import Pivot, build_pivot, records
 from moco_bench.results.plots import figures, render
@@ -46,6 +46,11 @@ def _write_tables(out: Path, tables: Dict[str, pd.DataFrame], pivot: Pivot) -> L
     if not held.empty:
         atomic_write_text(out / "summary_vs_published.csv", held.to_csv(index=False))
         atomic_write_text(out / "summary_vs_published.tex", latex.summary_table(held))
+    suite = transfer.suite_table(tables)
+    if not suite.empty:  # the transfer suite: per-dataset columns and the mean the papers rank by
+        atomic_write_text(out / "transfer_suite.csv", suite.to_csv(index=False))
+        shown = markdown.table(_display(suite, transfer.numeric(suite)))
+        lines += ["## transfer suite (mean over the datasets)\n", shown, ""]
     for name, table in tables.items():
         shown = markdown.table(_display(table.drop(columns=["comparability", "checkpoint", "file"])))
         atomic_write_text(out / f"{_slug(name)}.csv", table.to_csv(index=False))

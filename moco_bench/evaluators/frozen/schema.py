@@ -6,12 +6,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from moco_bench.core.schema import MISSING, field
-from moco_bench.evaluators.schema import Data, Evaluation, Features, Transform, register_evaluator
-
-
-@dataclass
-class FrozenFeatures(Features):
-    batch_size: int = field(min=1)
+from moco_bench.evaluators.schema import Data, Evaluation, FrozenFeatures, Transform, register_evaluator
 
 
 @dataclass

@@ -53,16 +53,6 @@ class Heads(nn.Module):
         return {name: head(feats[name]) for name, head in self.heads.items()}
 
 
-def stage_channels(resnet: nn.Module) -> Dict[str, int]:
-    """Channels of the maps the taps read: stem (``feature1``), ``layer1..4`` (``feature2..5``), ``gap``."""
-    out = {"feature1": resnet.conv1.out_channels}
-    for i, stage in enumerate((resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4), start=2):
-        # The last block of a stage has no downsample branch, so its last conv sets the stage's width.
-        out[f"feature{i}"] = [m for m in stage[-1].modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-    out["gap"] = out["feature5"]
-    return out
-
-
 def norm_linear_heads(layers: Sequence[str], dims: Mapping[str, int], channels: Mapping[str, int], num_classes: int,
                       affine: bool, momentum: float, eps: float, init_std: float) -> Heads:
     return Heads({name: NormLinear(channels[name], dims[name], num_classes, affine, momentum, eps, init_std)

@@ -26,10 +26,10 @@ from moco_bench.data.catalog import open_split
 from moco_bench.data.transforms import eval_size, eval_transform, linear_train_transform
 from moco_bench.evaluators.base import EvalContext, EvalOutput
 from moco_bench.evaluators.features import load_pair
-from moco_bench.evaluators.linear.heads import Heads, linear_layer, norm_linear_heads, stage_channels
+from moco_bench.evaluators.linear.heads import Heads, linear_layer, norm_linear_heads
 from moco_bench.evaluators.linear.train import LinearRun, TrainConfig, train_heads
 from moco_bench.models.inference import NHWC, choose_runtime, prepare
-from moco_bench.models.taps import FeatureTaps
+from moco_bench.models.taps import FeatureTaps, stage_channels
 
 FAST_VARIANT = "fast: heads on cached features, no augmentation"
 

@@ -3,7 +3,7 @@
 Training frameworks save their own objects beside the weights (mmengine's ``HistoryBuffer``, OmegaConf
 configs, ``pathlib`` paths), and ``torch.load(weights_only=True)`` refuses such a file as a whole. This
 unpickler reads it anyway: tensors, storages, numpy arrays, containers and plain values are rebuilt by the
-checked functions of :mod:`moco_bench.convert.rebuild`; every other global becomes a :class:`Placeholder`
+checked functions of :mod:`moco_bench.core.rebuild`; every other global becomes a :class:`Placeholder`
 that only records its name. Calling, constructing, filling or setting the state of a placeholder yields or
 updates another placeholder; nothing the pickle names is ever imported or called, and a value that is not
 a rebuilder is never called at all.
@@ -35,9 +35,9 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from moco_bench.convert import rebuild
-from moco_bench.convert.pickle_scan import scan
-from moco_bench.convert.rebuild import FlatStorage, StorageKind, brief
+from moco_bench.core import rebuild
+from moco_bench.core.pickle_scan import scan
+from moco_bench.core.rebuild import FlatStorage, StorageKind, brief
 
 # Globals whose only use in a pickle is to run commands or code, read or write files, or load more pickles.
 _HOSTILE_MODULES = frozenset({
@@ -114,7 +114,7 @@ class InertUnpickler(pickle._Unpickler):
         self.hostile: list[str] = []
 
     def load(self) -> Any:
-        """The object, after :func:`~moco_bench.convert.pickle_scan.scan` has checked the pickle's shape."""
+        """The object, after :func:`~moco_bench.core.pickle_scan.scan` has checked the pickle's shape."""
         start = self._source.tell()
         scan(self._source)
         self._source.seek(start)
