@@ -55,5 +55,6 @@ def step_compute(cfg: DictConfig, device: torch.device) -> StepCompute:
 
     precision = str(cfg.compute.precision)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    augment = tensor_augment(resolved(cfg.transform)) if cfg.data.pipeline == "tensor" else None
+    pipeline = str(cfg.data.pipeline)
+    augment = tensor_augment(resolved(cfg.transform), pipeline) if pipeline != "pil" else None
     return StepCompute(DTYPES[precision], scaler, bool(cfg.compute.channels_last), augment)
