@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from moco_bench.core.errors import ConfigError
-from moco_bench.data.tensor_augment import blur_kernel_size, decode
+from moco_bench.data.tensor_augment import blur_kernel_size, collate_encoded, decode
 
 RATIO = (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop default, which both MoCo augmentations use
 GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
@@ -226,7 +226,8 @@ def moco_batch_augment(kind: str, **kwargs) -> Callable:
 
 class BatchTwoCrops:
     """The query and key batches of a batch of encoded images: decoded once on ``device``, stacked once, then
-    augmented twice as a batch (the batched counterpart of ``TensorTwoCrops``)."""
+    augmented twice as a batch (the batched counterpart of ``TensorTwoCrops``). On a GPU it runs in the step;
+    on the CPU in the loader workers, as :class:`CollateTwoCrops`."""
 
     def __init__(self, augment: BatchAugment):
         self.augment = augment
@@ -238,3 +239,17 @@ class BatchTwoCrops:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.augment!r})"
+
+
+class CollateTwoCrops:
+    """A DataLoader ``collate_fn`` that makes both views of a batch of :class:`EncodedImages` items in the
+    worker: on CPU cores the augmentation then overlaps the previous step instead of running before it, and a
+    worker's one thread never waits on a core the step's threads hold. Module-level, so workers can pickle it;
+    the workers draw from torch's RNG, seeded from the main process's at each epoch, so runs replay."""
+
+    def __init__(self, two: BatchTwoCrops):
+        self.two = two
+
+    def __call__(self, batch):
+        encoded, labels = collate_encoded(batch)
+        return list(self.two(encoded, "cpu")), labels

@@ -35,6 +35,12 @@ def tensor_augment(aug: Mapping, pipeline: str = "tensor"):
     return TensorTwoCrops(moco_tensor_augment(aug["kind"], **augment_args(aug)))
 
 
+def in_workers(cfg: DictConfig, device) -> bool:
+    """Whether the loader workers make the views: PIL's always; the batched pipeline's on a CPU device with
+    workers (the step's threads then keep their cores), on a GPU the step does, on the device."""
+    return cfg.data.pipeline == "batched" and device.type == "cpu" and cfg.data.workers > 0
+
+
 def build_dataset(cfg: DictConfig):
     """``data.reader`` on ``data.root`` / ``data.split``: two augmented PIL views per item, or the file bytes."""
     aug, data = resolved(cfg.transform), resolved(cfg.data)
@@ -59,7 +65,11 @@ def build_loader(cfg: DictConfig, dataset, env) -> DataLoader:
     sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True)
     collate = None
-    if cfg.data.pipeline != "pil":
+    if in_workers(cfg, env.device):
+        from moco_bench.data.batch_augment import CollateTwoCrops
+
+        collate = CollateTwoCrops(tensor_augment(resolved(cfg.transform), "batched"))
+    elif cfg.data.pipeline != "pil":
         from moco_bench.data.tensor_augment import collate_encoded as collate
     return DataLoader(dataset, cfg.data.batch_size // env.world_size, sampler=sampler, num_workers=cfg.data.workers,
                       pin_memory=env.device.type == "cuda", drop_last=True, collate_fn=collate)
