@@ -301,16 +301,17 @@ def _jpeg_bytes(seed: int) -> bytes:
 
 def test_same_keyword_arguments_as_the_pil_augments():
     """Each kind takes exactly its PIL augment's keywords, none with a default; an unknown kind is a ConfigError."""
-    for kind, pil in PIL_AUGMENTS.items():
-        kw = {name: (V1 if kind == "moco_v1" else V2)[name] for name in inspect.signature(pil).parameters}
-        assert callable(moco_tensor_augment(kind, **kw))
-        for name in kw:
-            with pytest.raises(TypeError, match=name):
-                moco_tensor_augment(kind, **{k: v for k, v in kw.items() if k != name})
-    with pytest.raises(TypeError, match="unexpected keyword argument"):
-        moco_tensor_augment("moco_v1", **V2)
-    with pytest.raises(ConfigError, match="moco_v3"):
-        moco_tensor_augment("moco_v3", **V2)
+    for make in (moco_tensor_augment, moco_batch_augment):
+        for kind, pil in PIL_AUGMENTS.items():
+            kw = {name: (V1 if kind == "moco_v1" else V2)[name] for name in inspect.signature(pil).parameters}
+            assert callable(make(kind, **kw))
+            for name in kw:
+                with pytest.raises(TypeError, match=name):
+                    make(kind, **{k: v for k, v in kw.items() if k != name})
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            make("moco_v1", **V2)
+        with pytest.raises(ConfigError, match="moco_v3"):
+            make("moco_v3", **V2)
 
 
 @pytest.fixture

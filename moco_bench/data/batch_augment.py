@@ -146,7 +146,8 @@ def colour_jitter(x: torch.Tensor, jitter, applied: torch.Tensor) -> torch.Tenso
                 continue
             idx = ((order[:, step] == op) & applied).nonzero()[:, 0]
             if len(idx):
-                x[idx.to(x.device)] = _COLOUR_OPS[op](x[idx.to(x.device)], factors[op][idx].to(x))
+                on = idx.to(x.device)
+                x[on] = _COLOUR_OPS[op](x[on], factors[op][idx].to(x))
     return x
 
 
@@ -165,12 +166,12 @@ def gaussian_blur(x: torch.Tensor, sigma, applied: torch.Tensor) -> torch.Tensor
     taps = torch.linspace(-(k - 1) / 2, (k - 1) / 2, k)
     kernel = torch.exp(-0.5 * (taps[None] / sigmas[idx, None]) ** 2)
     kernel = (kernel / kernel.sum(1, keepdim=True)).to(x).repeat_interleave(x.shape[1], 0)  # one per channel
-    sub = x[idx.to(x.device)]
-    n, c, h, w = sub.shape
-    flat = F.pad(sub.reshape(1, n * c, h, w), (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+    on = idx.to(x.device)
+    n, c, h, w = x[on].shape
+    flat = F.pad(x[on].reshape(1, n * c, h, w), (k // 2, k // 2, k // 2, k // 2), mode="reflect")
     flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * c)
     flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * c)
-    x[idx.to(x.device)] = flat.reshape(n, c, h, w)
+    x[on] = flat.reshape(n, c, h, w)
     return x
 
 
