@@ -9,9 +9,8 @@ stacked batch: random resized crops as per-image boxes through ``torchvision.ops
 per-image random order, grayscale, Gaussian blur with per-image sigma as one grouped convolution, and flips.
 ``tests/test_tensor_augment.py`` compares their statistics with the PIL path's.
 
-kornia.augmentation batches the same operations, but its colour jitter is not torchvision's (other factor ranges
-and hue arithmetic) and its crop resampling has no antialiasing for crops larger than the output, so the two
-paths would differ in distribution; the ops here are torch's own.
+kornia.augmentation batches the same operations; the ops here are torch's and torchvision's own instead, written
+to torchvision's parameter distributions (which the PIL comparison tests hold them to) and adding no dependency.
 """
 
 from __future__ import annotations
