@@ -10,6 +10,13 @@ configuration this CPU machine trains; ``--world-size 2`` runs both steps in two
 key gather and the cross-rank shuffle are in the full step and DDP's gradient all-reduce in both. Times are
 medians over ``--steps`` alternating steps after ``--warmup``, so a busy shared machine skews the two alike.
 Usage: ``python benchmarks/bench_pretrain.py [--arch resnet18 --size 32 --batch 128 --K 4096 --steps 12]``.
+
+``--whole-step`` times instead the demo recipe's whole training step, data included (the next batch from its
+loader, the views, forward, backward, SGD), on the embedded Fashion-MNIST, for the old pipeline (image-by-image
+tensor augmentation in the step, fp32, NCHW: the demo recipe before issue 30) and the new one (the shipped
+pretrain/mocov2_demo_fmnist.yaml), in alternating blocks of ``--steps`` steps after 2 untimed ones (a worker's
+prefetched batches), and prints images/s of each and their ratio. ``--old`` / ``--new`` add overrides
+(``key=value``) to either. Target: new >= 3x old. Exits 1 when missed.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ from moco_bench.core import distributed  # noqa: E402
 from moco_bench.models.moco import MoCo  # noqa: E402
 
 TARGET = 0.10
+WHOLE_STEP_TARGET = 3.0  # issue 30: the new pipeline's whole step, data included, against the old one's
+DEMO = REPO / "pretrain" / "mocov2_demo_fmnist.yaml"
+OLD_PIPELINE = ["data.pipeline=tensor", "compute.precision=fp32", "compute.channels_last=false"]
 
 
 def timed(fn) -> float:
@@ -101,6 +111,65 @@ def _rank(rank: int, world_size: int, port: int, args, out: str) -> None:
         distributed.teardown(env)
 
 
+class Pipeline:
+    """One recipe's loader, views and MoCo step, built by the pretraining code itself."""
+
+    def __init__(self, overrides, out: Path, env):
+        from moco_bench.pretrain.compute import step_compute
+        from moco_bench.pretrain.data import build_dataset, build_loader
+        from moco_bench.pretrain.schema import load_recipe
+        from moco_bench.pretrain.train import build_training
+
+        self.cfg = load_recipe(DEMO, [f"output_dir={out}", *overrides])
+        torch.manual_seed(self.cfg.seed)
+        self.moco, self.model, self.optimizer, _ = build_training(self.cfg, env)
+        self.compute = step_compute(self.cfg, env.device)
+        self.loader = build_loader(self.cfg, build_dataset(self.cfg), env)
+        self.batches, self.env = iter(self.loader), env
+
+    def describe(self) -> str:
+        c = self.cfg
+        return (f"{c.model.arch}, data.pipeline {c.data.pipeline}, {c.compute.precision}, "
+                f"{'channels_last' if c.compute.channels_last else 'NCHW'}")
+
+    def step(self) -> float:
+        """Seconds of one whole step: waiting for the batch, the views, forward, backward and update."""
+        t0 = time.perf_counter()
+        images, _ = next(self.batches)
+        im_q, im_k = self.compute.inputs(images, self.env.device)
+        with self.compute.autocast(self.env.device):
+            logits, labels = self.model(im_q, im_k)
+            loss = F.cross_entropy(logits, labels)
+        self.compute.step(loss, self.optimizer)
+        loss.item()
+        return time.perf_counter() - t0
+
+
+def whole_step(args) -> int:
+    """Old and new pipelines of the demo recipe in alternating blocks: images/s of each, and the ratio."""
+    torch.set_num_threads(args.threads)
+    env = distributed.setup("cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        pipes = {"old": Pipeline(OLD_PIPELINE + args.old, Path(tmp) / "old", env),
+                 "new": Pipeline(args.new, Path(tmp) / "new", env)}
+        times = {name: [] for name in pipes}
+        for _ in range(2):  # two rounds: a load change on the shared machine touches both
+            for name, pipe in pipes.items():
+                for i in range(2 + args.steps):
+                    seconds = pipe.step()
+                    if i >= 2:
+                        times[name].append(seconds)
+    ips = {name: pipes[name].cfg.data.batch_size / statistics.median(t) for name, t in times.items()}
+    print(f"whole MoCo step, data included (demo recipe, batch {pipes['new'].cfg.data.batch_size}, cpu x"
+          f"{args.threads} thread(s), median of {2 * args.steps} steps each)")
+    for name, pipe in pipes.items():
+        print(f"  {name}: {ips[name]:7.1f} images/s  ({pipe.describe()})")
+    ratio = ips["new"] / ips["old"]
+    ok = ratio >= WHOLE_STEP_TARGET
+    print(f"  new / old: {ratio:.2f}x (target >= {WHOLE_STEP_TARGET:.0f}x): {'ok' if ok else 'MISSED'}")
+    return 0 if ok else 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="resnet18")
@@ -112,7 +181,12 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="CPU intra-op threads per process (the demo uses 2)")
     p.add_argument("--world-size", type=int, default=1, help="gloo/NCCL processes on this machine")
+    p.add_argument("--whole-step", action="store_true", help="time the demo's whole step, old and new pipelines")
+    p.add_argument("--old", nargs="*", default=[], metavar="KEY=VALUE", help="--whole-step: overrides of the old")
+    p.add_argument("--new", nargs="*", default=[], metavar="KEY=VALUE", help="--whole-step: overrides of the new")
     args = p.parse_args()
+    if args.whole_step:
+        return whole_step(args)
     if args.world_size == 1:
         torch.set_num_threads(args.threads)
         result = measure(args)

@@ -81,12 +81,31 @@ def test_fp16_run_keeps_its_scaler_and_says_it_left_the_recipe(data, tmp_path):
 
 
 def test_tensor_pipeline_trains_and_another_pipeline_is_a_deviation(data, tmp_path):
-    """data.pipeline tensor (the demo recipe's): the loader yields file bytes, the step decodes and augments them on
-    the device. The PIL path is then a change of that recipe, recorded as such."""
-    last = pretrain(tiny_config(data, tmp_path / "tensor", "optim.epochs=1", "monitor.knn_every=0"))
+    """data.pipeline tensor: the loader yields file bytes, the step decodes and augments them image by image on
+    the device. The demo recipe's is batched, so tensor and PIL are changes of that recipe, recorded as such."""
+    last = pretrain(tiny_config(data, tmp_path / "tensor", "data.pipeline=tensor", "optim.epochs=1",
+                                "monitor.knn_every=0"))
     ckpt = load(last)
     assert ckpt["epoch"] == 1 and int(ckpt["state_dict"]["module.queue_ptr"]) == (4 * 8) % 32  # 4 steps of 8
     config = ckpt["config"]
-    assert config["data"]["pipeline"] == "tensor" and "data.pipeline" not in config["recipe"]["deviations"]
+    assert config["data"]["pipeline"] == "tensor"
+    assert config["recipe"]["deviations"]["data.pipeline"] == {"protocol": "batched", "run": "tensor"}
     pil = recipe_record(tiny_config(data, tmp_path / "pil", "data.pipeline=pil"))
-    assert pil["deviations"]["data.pipeline"] == {"protocol": "tensor", "run": "pil"}
+    assert pil["deviations"]["data.pipeline"] == {"protocol": "batched", "run": "pil"}
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_batched_pipeline_trains_and_a_resumed_run_replays_it(data, tmp_path, workers):
+    """data.pipeline batched (the demo recipe's): with a loader worker on the CPU the worker makes both views of
+    a batch (CollateTwoCrops), without one the step does; either way the views come from torch's RNG, so a run
+    resumed after its first epoch ends with the straight run's weights, and nothing is a deviation."""
+    if workers:
+        assert step_compute(tiny_config(data, tmp_path / "c", "data.workers=1"), torch.device("cpu")).augment is None
+    extra = (f"data.workers={workers}", "monitor.knn_every=0")
+    straight = load(pretrain(tiny_config(data, tmp_path / "straight", *extra)))
+    assert straight["config"]["data"]["pipeline"] == "batched"
+    assert "data.pipeline" not in straight["config"]["recipe"]["deviations"]
+    first = tmp_path / "straight" / "checkpoint_0000.pth.tar"
+    resumed = load(pretrain(tiny_config(data, tmp_path / "resumed", *extra, f"resume={first}")))
+    assert all(torch.equal(v, resumed["state_dict"][k]) for k, v in straight["state_dict"].items())
+    assert not all(torch.equal(v, load(first)["state_dict"][k]) for k, v in straight["state_dict"].items())

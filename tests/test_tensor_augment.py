@@ -1,6 +1,7 @@
-"""The tensor data path (moco_bench.data.tensor_augment) against the PIL path it replaces: decoded pixels against
-``load_rgb``, and the distributions of crop area, colour jitter and blur sigma against ``moco_v2_augment`` with
-the numbers of pretrain/mocov2_r50_in1k_200ep.yaml (at a 64 px crop, to stay fast).
+"""The tensor data paths (moco_bench.data.tensor_augment image by image, moco_bench.data.batch_augment a batch at
+once) against the PIL path they replace: decoded pixels against ``load_rgb``, and the distributions of crop area,
+colour jitter and blur sigma against ``moco_v2_augment`` with the numbers of pretrain/mocov2_r50_in1k_200ep.yaml
+(at a 64 px crop, to stay fast).
 
 The two paths draw from independent seeds: they draw their parameters in the same order, and one seed would
 compare them draw by draw rather than as distributions. Quantiles must agree within 4 standard errors of their
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader
 from torchvision.io import read_file
 
 from moco_bench.core.errors import ConfigError, DataError
+from moco_bench.data.batch_augment import BatchTwoCrops, moco_batch_augment
 from moco_bench.data.imagefolder import ImageFolder
 from moco_bench.data.images import load_rgb
 from moco_bench.data.tensor_augment import (
@@ -40,6 +42,7 @@ from moco_bench.data.transforms import moco_v1_augment, moco_v2_augment
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 300  # draws per path and experiment
+TENSOR_PATHS = ("tensor", "batched")
 
 
 def _recipe(name: str) -> dict:
@@ -58,19 +61,23 @@ def _chw(array: np.ndarray) -> torch.Tensor:
 
 
 def _draws(path: str, array: np.ndarray, seed: int, n: int = N, kind: str = "moco_v2", **overrides) -> torch.Tensor:
-    """``n`` augmentations of one HWC uint8 image by the PIL or the tensor path, un-normalized to [0, 1]."""
+    """``n`` augmentations of one HWC uint8 image by the PIL, the tensor or the batched path (one batch of ``n``
+    copies), un-normalized to [0, 1]."""
     kw = {**(V2 if kind == "moco_v2" else V1), **overrides}
+    torch.manual_seed(seed)
     if path == "pil":
         augment, image = PIL_AUGMENTS[kind](**kw), Image.fromarray(array)
-    else:
+    elif path == "tensor":
         augment, image = moco_tensor_augment(kind, **kw), _chw(array)
-    torch.manual_seed(seed)
-    return torch.stack([augment(image) for _ in range(n)]) * torch.tensor(kw["std"]).view(3, 1, 1) \
-        + torch.tensor(kw["mean"]).view(3, 1, 1)
+    else:
+        views = moco_batch_augment(kind, **kw)([_chw(array)] * n)
+    if path != "batched":
+        views = torch.stack([augment(image) for _ in range(n)])
+    return views * torch.tensor(kw["std"]).view(3, 1, 1) + torch.tensor(kw["mean"]).view(3, 1, 1)
 
 
-def _both(array: np.ndarray, stat, **overrides):
-    return stat(_draws("pil", array, 1, **overrides)), stat(_draws("tensor", array, 2, **overrides))
+def _both(array: np.ndarray, stat, path: str, **overrides):
+    return stat(_draws("pil", array, 1, **overrides)), stat(_draws(path, array, 2, **overrides))
 
 
 def _quantile_se(x: np.ndarray, q: float) -> float:
@@ -151,12 +158,13 @@ def _ramp_area(views: torch.Tensor) -> np.ndarray:
     return (w * h / 256 ** 2).numpy()
 
 
-def test_crop_area_distribution_matches_pil():
+@pytest.mark.parametrize("path", TENSOR_PATHS)
+def test_crop_area_distribution_matches_pil(path):
     """Random-resized crop alone: every crop area within scale (3% for the estimate's 1.5 px per side), the range
     used (draws near both ends), and PIL's distribution (the resamplers agree: no allowance)."""
     yy, xx = np.mgrid[0:256, 0:256]
     ramp = np.stack([xx, yy, np.zeros_like(xx)], -1).astype(np.uint8)
-    pil, tensor = _both(ramp, _ramp_area, jitter_p=0, grayscale_p=0, blur_p=0)
+    pil, tensor = _both(ramp, _ramp_area, path, jitter_p=0, grayscale_p=0, blur_p=0)
     lo, hi = V2["scale"]
     for name, areas in (("PIL", pil), ("tensor", tensor)):
         assert lo * 0.97 <= areas.min() and areas.max() <= hi * 1.03, f"{name}: areas {areas.min()}..{areas.max()}"
@@ -169,12 +177,13 @@ def _channel_means(views: torch.Tensor) -> np.ndarray:
     return views.mean((2, 3)).numpy()
 
 
-def test_color_jitter_distribution_matches_pil():
+@pytest.mark.parametrize("path", TENSOR_PATHS)
+def test_color_jitter_distribution_matches_pil(path):
     """Jitter always on a constant colour: per-channel output means agree in quantiles (allowance 0.025: PIL
     rounds to 8 bits after each of the four enhancements and turns hue in 1/256 steps; draws with the same
     parameters differ by up to 6/255) and extremes (0.12: eight PIL-vs-PIL seed pairs differed by up to 0.08)."""
     colour = np.zeros((16, 16, 3), np.uint8) + np.array([180, 120, 60], np.uint8)
-    pil, tensor = _both(colour, _channel_means, crop=16, jitter_p=1, grayscale_p=0, blur_p=0)
+    pil, tensor = _both(colour, _channel_means, path, crop=16, jitter_p=1, grayscale_p=0, blur_p=0)
     for c in range(3):
         _assert_same_distribution(pil[:, c], tensor[:, c], f"channel {c} mean", allowance=0.025)
         for ext in (np.min, np.max):
@@ -187,7 +196,7 @@ def test_brightness_factors_within_range():
     and reaching both ends."""
     grey = np.full((8, 8, 3), 100, np.uint8)
     b = V2["jitter"][0]
-    for path, seed in (("pil", 1), ("tensor", 2)):
+    for path, seed in (("pil", 1), ("tensor", 2), ("batched", 3)):
         factors = _draws(path, grey, seed, crop=8, jitter=[b, 0, 0, 0], jitter_p=1, grayscale_p=0,
                          blur_p=0).mean((1, 2, 3)).numpy() * 255 / 100
         assert 1 - b - 0.01 <= factors.min() < 1 - b + 0.02, f"{path}: smallest factor {factors.min():.3f}"
@@ -210,13 +219,14 @@ def _edge_sigma(views: torch.Tensor) -> np.ndarray:
     return ((d * (x - mu[:, None]) ** 2).sum(1) / d.sum(1)).sqrt().numpy()
 
 
-def test_blur_sigma_distribution_matches_pil():
+@pytest.mark.parametrize("path", TENSOR_PATHS)
+def test_blur_sigma_distribution_matches_pil(path):
     """Blur always on, crop = image with scale 1 (the identity): sigma ~ U(blur_sigma) for both paths. Below
     0.6 px the paths differ by design, PIL's extended box blur keeping the variance sigma^2 where a sampled
     Gaussian kernel loses it between pixels (sigma 0.3: 0.29 vs 0.09), so the distributions are compared
     from 0.6 px up: the share there, its uniformity, and PIL against tensor."""
     assert blur_kernel_size(V2["blur_sigma"]) == 13
-    pil, tensor = _both(_edge(), _edge_sigma, scale=[1.0, 1.0], jitter_p=0, grayscale_p=0, blur_p=1)
+    pil, tensor = _both(_edge(), _edge_sigma, path, scale=[1.0, 1.0], jitter_p=0, grayscale_p=0, blur_p=1)
     lo, hi = V2["blur_sigma"]
     share = (hi - 0.6) / (hi - lo)
     for name, sigmas in (("PIL", pil), ("tensor", tensor)):
@@ -248,22 +258,28 @@ APPLIED = {
 def test_random_operations_apply_at_their_probability(case):
     """The share of draws a random operation changes is its probability (within 4 binomial standard errors)."""
     kind, image, settings, shows, p = APPLIED[case]
-    for path, seed in (("pil", 1), ("tensor", 2)):
+    for path, seed in (("pil", 1), ("tensor", 2), ("batched", 3)):
         share = shows(_draws(path, image, seed, kind=kind, **settings)).float().mean().item()
         assert abs(share - p) < 4 * math.sqrt(p * (1 - p) / N), f"{path}: {share:.3f} of the draws, expected {p:.3f}"
 
 
+@pytest.mark.parametrize("path", TENSOR_PATHS)
 @pytest.mark.parametrize("kind", ["moco_v1", "moco_v2"])
-def test_views_shape_dtype_normalization_and_replay(kind):
+def test_views_shape_dtype_normalization_and_replay(kind, path):
     """Mid-grey with every colour operation off normalizes to (128/255 - mean) / std; two views of a textured
     image differ; the same torch seed replays the same views whatever Python's and numpy's RNGs hold."""
     kw = dict(V1 if kind == "moco_v1" else V2)
     off = {"jitter": [0, 0, 0, 0], "grayscale_p": 0} if kind == "moco_v1" else \
         {"jitter_p": 0, "grayscale_p": 0, "blur_p": 0}
-    grey = moco_tensor_augment(kind, **{**kw, **off})(torch.full((3, 80, 100), 128, dtype=torch.uint8))
+    flat = torch.full((3, 80, 100), 128, dtype=torch.uint8)
+    if path == "tensor":
+        grey = moco_tensor_augment(kind, **{**kw, **off})(flat)
+    else:
+        grey = moco_batch_augment(kind, **{**kw, **off})([flat])[0]
     assert grey.shape == (3, 64, 64) and grey.dtype == torch.float32
     assert torch.allclose(grey, ((128 / 255 - MEAN) / STD).expand(3, 64, 64), atol=1e-5)
-    two = TensorTwoCrops(moco_tensor_augment(kind, **kw))
+    two = TensorTwoCrops(moco_tensor_augment(kind, **kw)) if path == "tensor" else \
+        BatchTwoCrops(moco_batch_augment(kind, **kw))
     encoded = [torch.tensor(list(_jpeg_bytes(seed)), dtype=torch.uint8) for seed in range(3)]
     runs = []
     for junk in (0, 1):
@@ -285,16 +301,17 @@ def _jpeg_bytes(seed: int) -> bytes:
 
 def test_same_keyword_arguments_as_the_pil_augments():
     """Each kind takes exactly its PIL augment's keywords, none with a default; an unknown kind is a ConfigError."""
-    for kind, pil in PIL_AUGMENTS.items():
-        kw = {name: (V1 if kind == "moco_v1" else V2)[name] for name in inspect.signature(pil).parameters}
-        assert callable(moco_tensor_augment(kind, **kw))
-        for name in kw:
-            with pytest.raises(TypeError, match=name):
-                moco_tensor_augment(kind, **{k: v for k, v in kw.items() if k != name})
-    with pytest.raises(TypeError, match="unexpected keyword argument"):
-        moco_tensor_augment("moco_v1", **V2)
-    with pytest.raises(ConfigError, match="moco_v3"):
-        moco_tensor_augment("moco_v3", **V2)
+    for make in (moco_tensor_augment, moco_batch_augment):
+        for kind, pil in PIL_AUGMENTS.items():
+            kw = {name: (V1 if kind == "moco_v1" else V2)[name] for name in inspect.signature(pil).parameters}
+            assert callable(make(kind, **kw))
+            for name in kw:
+                with pytest.raises(TypeError, match=name):
+                    make(kind, **{k: v for k, v in kw.items() if k != name})
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            make("moco_v1", **V2)
+        with pytest.raises(ConfigError, match="moco_v3"):
+            make("moco_v3", **V2)
 
 
 @pytest.fixture
@@ -325,3 +342,24 @@ def test_loader_feeds_two_crops(jpeg_folder, workers):
     (jpeg_folder / "dog" / "1.jpg").unlink()
     with pytest.raises(DataError, match=r"dog/1\.jpg: unreadable image file \(\[Errno 2\] No such file"):
         list(loader)
+
+
+def test_batched_crops_of_mixed_sizes_stay_inside_each_image():
+    """A batch of images of three sizes (padded to the largest): every crop of a ramp image reads only that
+    image's values, a crop at its bottom-right edge included (the padding repeats the edge, never zeros), and
+    the crop areas cover the scale range for each size."""
+    sizes = [(40, 50), (64, 64), (60, 48)]
+    images, spans = [], []
+    for h, w in sizes:
+        yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        images.append(torch.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), torch.full_like(xx, 200)]).to(torch.uint8))
+    kw = {**V2, "crop": 24, "jitter_p": 0, "grayscale_p": 0, "blur_p": 0, "mean": [0, 0, 0], "std": [1, 1, 1]}
+    torch.manual_seed(0)
+    views = moco_batch_augment("moco_v2", **kw)(images * 100).view(100, 3, 3, 24, 24)
+    assert views.shape == (100, 3, 3, 24, 24)
+    assert torch.allclose(views[:, :, 2], torch.tensor(200 / 255), atol=1e-5), "the constant channel changed"
+    assert views.min() >= 0 and views.max() <= 1 + 1e-6
+    for s in range(3):
+        spans.append(((views[:, s, 0].amax((1, 2)) - views[:, s, 0].amin((1, 2)))
+                      * (views[:, s, 1].amax((1, 2)) - views[:, s, 1].amin((1, 2)))).numpy())
+        assert spans[-1].min() < 0.3 and spans[-1].max() > 0.7, f"size {sizes[s]}: areas {spans[-1].min()}.."

@@ -24,7 +24,7 @@ class StepCompute:
     dtype: Optional[torch.dtype]  # autocast dtype; None: fp32
     scaler: Optional[torch.amp.GradScaler]  # fp16 only
     channels_last: bool
-    augment: Optional[Callable]  # the tensor pipeline's (encoded images, device) -> (im_q, im_k); None: PIL
+    augment: Optional[Callable]  # the device's (encoded images, device) -> (im_q, im_k); None: made in the workers
 
     def inputs(self, images, device: torch.device):
         """The two views on ``device``, in the configured memory layout."""
@@ -51,9 +51,11 @@ class StepCompute:
 
 
 def step_compute(cfg: DictConfig, device: torch.device) -> StepCompute:
-    from moco_bench.pretrain.data import tensor_augment
+    from moco_bench.pretrain.data import in_workers, tensor_augment
 
     precision = str(cfg.compute.precision)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    augment = tensor_augment(resolved(cfg.transform)) if cfg.data.pipeline == "tensor" else None
+    pipeline = str(cfg.data.pipeline)
+    on_step = pipeline != "pil" and not in_workers(cfg, device)
+    augment = tensor_augment(resolved(cfg.transform), pipeline) if on_step else None
     return StepCompute(DTYPES[precision], scaler, bool(cfg.compute.channels_last), augment)

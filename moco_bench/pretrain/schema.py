@@ -24,7 +24,8 @@ class PretrainData:
     split: str = MISSING
     batch_size: int = field(min=1)  # global, over all processes
     workers: int = field(min=0)  # DataLoader workers per process
-    pipeline: str = field(choices=("pil", "tensor"))  # augment PIL images in workers, or tensors on the device
+    # augment PIL images in workers, or tensors on the device: image by image (tensor) or a batch at once (batched)
+    pipeline: str = field(choices=("pil", "tensor", "batched"))
 
 
 @dataclass
