@@ -53,8 +53,8 @@ def build_dataset(cfg: DictConfig):
         from moco_bench.data.tensor_augment import EncodedImages
 
         if not hasattr(dataset, "samples"):
-            raise ConfigError(f"{source_of(cfg)}: data.pipeline tensor reads image files; the {data['reader']} "
-                              "reader's images are not files (shards): use data.pipeline pil")
+            raise ConfigError(f"{source_of(cfg)}: data.pipeline {data['pipeline']} reads image files; the "
+                              f"{data['reader']} reader's images are not files (shards): use data.pipeline pil")
         dataset = EncodedImages(dataset)
         # decode and augment one image now, not after the model is built
         tensor_augment(aug, data["pipeline"])([dataset[0][0]], "cpu")
