@@ -34,12 +34,13 @@ def sets(data_cache, minivoc_root):
 
 
 def _splits(cfg, sets) -> list:
-    """A classification protocol's data block on the embedded tree (or mini-VOC), read by a folder reader."""
-    voc = cfg.data.reader == "voc"
-    out = [f"data.root={sets['voc'] if voc else sets['imagefolder']}", f"data.classes={CLASSES if voc else 10}",
-           "data.expect=null", "data.reader=" + ("voc" if voc else "imagefolder"), "data.options={}",
-           "data.train_split=" + ("trainval" if voc else "train"), "data.test_split=" + ("test" if voc else "val")]
-    return out
+    """A classification protocol's data block on the embedded tree (or mini-VOC), read by a folder reader (Places205's
+    own reader in its folder layout)."""
+    voc, places = cfg.data.reader == "voc", cfg.data.reader == "places205"
+    reader = "voc" if voc else "places205" if places else "imagefolder"
+    return [f"data.root={sets['voc'] if voc else sets['imagefolder']}", f"data.classes={CLASSES if voc else 10}",
+            "data.expect=null", f"data.reader={reader}", "data.train_split=" + ("trainval" if voc else "train"),
+            "data.test_split=" + ("test" if voc else "val")] + (["data.options.layout=folder"] if places else [])
 
 
 def _source(name: str, spec, is_test: bool, sets) -> list:

@@ -99,8 +99,7 @@ def test_imagefolder_class_count_and_published_image_count(imagefolder_root):
         open_split({**data, "classes": 1000}, "val")
     with pytest.raises(DataError, match="100 images, but the published split has 50000: a partial"):
         open_split({**data, "expect": {"val": 50000}}, "val")
-    known = "imagefolder, imagelist, inat, places205, voc, webdataset"
-    with pytest.raises(MocoBenchError, match=f"data.reader is 'lmdb'; expected one of {known}"):
+    with pytest.raises(MocoBenchError, match="data.reader is 'lmdb'; expected one of .*imagefolder, imagelist, inat"):
         open_split({**data, "reader": "lmdb"}, "val")
 
 
