@@ -68,8 +68,6 @@ def open_pair(data: Mapping[str, Any], train_transform: Optional[Callable] = Non
               test_transform: Optional[Callable] = None, source: str = "config") -> Tuple[Dataset, Dataset]:
     """``(train, test)``: both splits of ``data`` opened and checked, and holding the same classes."""
     train = open_split(data, data["train_split"], train_transform, source)
-    if str(data["test_split"]) == str(data["train_split"]) and train_transform is test_transform:
-        return train, train
     test = open_split(data, data["test_split"], test_transform, source)
     same_classes(data, {str(data["train_split"]): train.classes, str(data["test_split"]): test.classes}, source)
     return train, test

@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 
 from moco_bench.core.config import resolved, source_of
 from moco_bench.core.distributed import DistEnv, setup
-from moco_bench.core.errors import ConfigError, DataError
-from moco_bench.data.catalog import open_split
+from moco_bench.core.errors import ConfigError
+from moco_bench.data.catalog import open_pair
 from moco_bench.data.transforms import eval_size, eval_transform, linear_train_transform
 from moco_bench.evaluators.base import EvalContext, EvalOutput
 from moco_bench.evaluators.features import load_pair
@@ -37,13 +37,8 @@ FAST_VARIANT = "fast: heads on cached features, no augmentation"
 def build_datasets(cfg: DictConfig) -> Tuple[Dataset, Dataset]:
     """The train split with the protocol's augmentation and the test split with its evaluation transform."""
     data, t = resolved(cfg)["data"], resolved(cfg)["transform"]
-    train = open_split(data, data["train_split"], linear_train_transform(t["train"], t["mean"], t["std"]),
-                       source_of(cfg))
-    test = open_split(data, data["test_split"], eval_transform(t["test"], t["mean"], t["std"]), source_of(cfg))
-    if list(train.classes) != list(test.classes):
-        raise DataError(f"{data['root']}: the {data['train_split']} and {data['test_split']} splits name different "
-                        f"classes ({len(train.classes)} vs {len(test.classes)})")
-    return train, test
+    return open_pair(data, linear_train_transform(t["train"], t["mean"], t["std"]),
+                     eval_transform(t["test"], t["mean"], t["std"]), source_of(cfg))
 
 
 def frozen_backbone(backbone, cfg: DictConfig, device: torch.device):
